@@ -1,0 +1,46 @@
+"""`swapstream extract`: faces kept from a synthetic video, and bad input refused cleanly."""
+import os
+
+import numpy as np
+import pytest
+
+from faces import extract
+from faces.faceset import load_faceset
+from faces.video import VideoWriter
+
+
+def _run(argv, capsys):
+    rc = extract.main(argv)
+    return rc, capsys.readouterr().err
+
+
+def test_missing_video_exit_2_no_output(tmp_path, capsys):
+    out = tmp_path / "set.npz"
+    rc, err = _run([str(tmp_path / "missing.mp4"), "--out", str(out), "--quiet"], capsys)
+    assert rc == 2 and "does not exist" in err and not out.exists()
+
+
+def test_not_a_video_exit_2_no_output(tmp_path, capsys):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("hello " * 500)
+    out = tmp_path / "set.npz"
+    rc, err = _run([str(bad), "--out", str(out), "--quiet"], capsys)
+    assert rc == 2 and "video" in err and not out.exists()
+
+
+def test_video_without_faces_exit_2_no_output(tmp_path, capsys):
+    video = str(tmp_path / "blank.mp4")
+    with VideoWriter(video, 25, (96, 96)) as w:
+        for i in range(12):
+            w.write(np.full((96, 96, 3), 40 + i, np.uint8))
+    out = tmp_path / "set.npz"
+    rc, err = _run([video, "--out", str(out), "--every", "2", "--quiet"], capsys)
+    assert rc == 2 and "no usable face" in err and not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["blank.mp4"]
+
+
+def test_bad_options_exit_2(tmp_path, capsys):
+    rc, err = _run(["x.mp4", "--out", str(tmp_path / "set.txt")], capsys)
+    assert rc == 2 and ".npz" in err
+    rc, err = _run(["x.mp4"], capsys)
+    assert rc == 2 and "--out" in err

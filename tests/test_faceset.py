@@ -1,0 +1,65 @@
+"""Face-set files: round trip, and a clear error for every kind of wrong file."""
+import numpy as np
+import pytest
+
+from faces.errors import FaceSetError
+from faces.faceset import FaceSet, load_faceset, save_faceset
+
+
+def _set(n=5, size=16):
+    rng = np.random.default_rng(0)
+    return FaceSet(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                   np.array(["v.mp4"] * n), np.arange(n), np.tile([1, 2, 30, 30], (n, 1)), 0.2)
+
+
+def test_round_trip(tmp_path):
+    path = str(tmp_path / "set.npz")
+    save_faceset(path, _set())
+    fs = load_faceset(path)
+    assert len(fs) == 5 and fs.size == 16 and fs.margin == pytest.approx(0.2)
+    np.testing.assert_array_equal(fs.faces, _set().faces)
+    assert fs.subset(np.array([1, 3])).frame_index.tolist() == [1, 3]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FaceSetError, match="does not exist"):
+        load_faceset(str(tmp_path / "nope.npz"))
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "bad.npz"
+    save_faceset(str(path), _set())
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    with pytest.raises(FaceSetError, match="not a valid .npz"):
+        load_faceset(str(path))
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, faces=np.array([{"a": 1}], dtype=object), source=np.array(["x"]),
+             frame_index=np.array([0]), box=np.zeros((1, 4)))
+    with pytest.raises(FaceSetError, match="pickled"):
+        load_faceset(str(path))
+
+
+def test_wrong_dtype_shape_and_missing_arrays(tmp_path):
+    path = str(tmp_path / "f.npz")
+    np.savez(path, faces=np.zeros((2, 8, 8, 3), np.float32), source=np.array(["a", "b"]),
+             frame_index=np.arange(2), box=np.zeros((2, 4)))
+    with pytest.raises(FaceSetError, match="uint8"):
+        load_faceset(path)
+    np.savez(path, faces=np.zeros((2, 8, 9, 3), np.uint8), source=np.array(["a", "b"]),
+             frame_index=np.arange(2), box=np.zeros((2, 4)))
+    with pytest.raises(FaceSetError, match="N x S x S x 3"):
+        load_faceset(path)
+    np.savez(path, faces=np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(FaceSetError, match="lacks"):
+        load_faceset(path)
+
+
+def test_empty_set_is_refused(tmp_path):
+    path = str(tmp_path / "empty.npz")
+    np.savez(path, faces=np.zeros((0, 8, 8, 3), np.uint8), source=np.array([], str),
+             frame_index=np.zeros(0, np.int64), box=np.zeros((0, 4), np.int64))
+    with pytest.raises(FaceSetError, match="0 faces"):
+        load_faceset(path)
