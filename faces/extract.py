@@ -61,7 +61,7 @@ def _load_synth_params(video: str) -> dict[str, np.ndarray] | None:
 
 
 def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: float = 0.2,
-                  min_sharpness: float = 10.0, dup_threshold: float = 2.0,
+                  min_sharpness: float = 10.0, dup_threshold: float = 1.0,
                   detector: HaarDetector | None = None, progress: bool = True) -> tuple[FaceSet, ExtractStats]:
     """Extract the largest face of every `every`-th frame of each video into a FaceSet.
 
