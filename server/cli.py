@@ -1,0 +1,85 @@
+"""`swapstream serve`: serve every model folder under --models over gRPC until SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from faces.cliutil import ArgumentParser, run_cli
+from faces.errors import InputError
+from server.pipeline import PipelineConfig
+from server.registry import ModelRegistry
+from server.service import DEFAULT_MAX_MESSAGE_BYTES, SwapServer
+
+PROG = "swapstream serve"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Serve exported face-swap models (MODEL/model.onnx + manifest.json) over gRPC.")
+    p.add_argument("--models", required=True, help="folder whose sub-folders are model folders; a model's name is its folder name")
+    p.add_argument("--host", default=os.environ.get("SWAPSTREAM_HOST", "127.0.0.1"),
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("SWAPSTREAM_PORT", "50051")),
+                   help="port (0 = any free port; the bound port is logged)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="onnxruntime execution provider; auto = CUDA when it really works, else CPU")
+    p.add_argument("--max-streams", type=int, default=8, help="concurrent streams; more get RESOURCE_EXHAUSTED")
+    p.add_argument("--token", default=os.environ.get("SWAPSTREAM_TOKEN"),
+                   help="require 'authorization: Bearer TOKEN' metadata (also $SWAPSTREAM_TOKEN)")
+    p.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key serves TLS")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight frames on SIGTERM")
+    p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+                   help="largest accepted/sent message (frame), MiB")
+    p.add_argument("--max-batch", type=int, default=16, help="most faces in one onnxruntime call")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
+    p.add_argument("--redetect-every", type=int, default=PipelineConfig.redetect_every,
+                   help="full-frame face detection every K frames (tracking in between)")
+    p.add_argument("--detect-side", type=int, default=PipelineConfig.detect_max_side,
+                   help="Haar detection runs on the frame downscaled to this longest side")
+    p.add_argument("--blend", choices=("alpha", "seamless"), default=PipelineConfig.blend)
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server; 0 after a clean drain on SIGTERM/SIGINT, 2 on bad options or no usable model."""
+    def body() -> int:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.port < 0 or args.port > 65535:
+            raise InputError(f"--port must be 0..65535, got {args.port}")
+        if args.redetect_every < 1 or args.detect_side < 64 or args.max_batch < 1:
+            raise InputError("--redetect-every and --max-batch must be >= 1, --detect-side >= 64")
+        if args.token is not None and not args.token:
+            raise InputError("--token must not be empty")
+        config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
+                                blend=args.blend)
+        registry = ModelRegistry.load(args.models, device=args.device, max_batch=args.max_batch,
+                                      intra_op_threads=args.threads or None)
+        try:
+            server = SwapServer(registry, host=args.host, port=args.port, max_streams=args.max_streams,
+                                token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                config=config, max_message_bytes=int(args.max_message_mb * 2**20))
+        except BaseException:
+            registry.close()
+            raise
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+        server.start()
+        # One machine-readable line for scripts that started us with --port 0.
+        print(f"listening on {server.address}", flush=True)
+        for name, why in registry.skipped.items():
+            print(f"skipped model {name}: {why}", file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+        logging.getLogger(__name__).info("signal received: draining (grace %.1f s)", args.grace)
+        server.shutdown(args.grace)
+        logging.getLogger(__name__).info("stopped")
+        return 0
+
+    return run_cli(body, PROG)
