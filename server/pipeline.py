@@ -6,10 +6,10 @@ Stages of one frame:
              streams waiting at that moment, in one onnxruntime call)
     finish  (colour transfer -> feathered mask -> blend/paste back -> encode)
 
-A stream runs the three stages concurrently: a reader thread prepares frame n+1 while the
-batcher infers frame n and the caller's thread finishes frame n-1. Frames pass through one
-bounded FIFO, so replies keep the input order and a fast client cannot make the server buffer
-more than `queue_depth` frames per stream (it is slowed down by gRPC flow control instead).
+A stream runs the three stages concurrently: a thread prepares frame n+1 while the batcher
+infers frame n and the caller's thread finishes frame n-1. Frames pass through bounded FIFOs,
+so replies keep the input order and a fast client cannot make the server buffer more than
+2 x `queue_depth` frames per stream (it is slowed down by gRPC flow control instead).
 
 The pipeline speaks the wire messages (swap_pb2.Frame in, swap_pb2.SwappedFrame out), so
 `swapstream bench --in-process` runs exactly what the gRPC service runs, minus the transport.
@@ -201,22 +201,29 @@ class SwapPipeline:
 
     def run_stream(self, frames: Iterable[swap_pb2.Frame], settings: StreamSettings,
                    stop: "StreamControl") -> Iterator[swap_pb2.SwappedFrame]:
-        """Replies for `frames`, in order, with prepare/infer/finish overlapped (see module doc).
+        """Replies for `frames`, in order, with the stages overlapped (see module doc).
 
-        `stop` lets the server cancel the stream (client gone) or drain it (shutdown: frames
-        already received are answered, no new ones are read); stop.drained tells afterwards
-        whether the stream ended early for that reason.
+        Three threads per stream: a reader pulls messages off the transport as soon as they
+        arrive (into a bounded queue), a preparer decodes/detects/crops and submits faces to the
+        batcher, and the caller's thread finishes and yields replies in order.
+
+        `stop` lets the server cancel the stream (client gone) or drain it (shutdown): when
+        draining, the reader stops taking new messages and the stream ends as soon as every
+        message it took has been answered; stop.drained then says so.
         """
         tracker = self.new_tracker(settings)
-        jobs: queue.Queue = queue.Queue(maxsize=max(1, self.config.queue_depth))
+        depth = max(1, self.config.queue_depth)
+        incoming: queue.Queue = queue.Queue(maxsize=depth)  # (message, arrival time)
+        jobs: queue.Queue = queue.Queue(maxsize=depth)      # FrameJob, in order
         end = object()
-        state = {"busy": False, "closed": False, "exhausted": False, "error": None}
         lock = threading.Lock()
+        state = {"closed": False, "exhausted": False, "error": None}
 
-        def put(item) -> bool:
+        def put(q: queue.Queue, item) -> bool:
+            """Blocking put that gives up when the stream is cancelled."""
             while not stop.cancelled.is_set():
                 try:
-                    jobs.put(item, timeout=0.1)
+                    q.put(item, timeout=0.1)
                     return True
                 except queue.Full:
                     continue
@@ -227,25 +234,38 @@ class SwapPipeline:
                 for msg in frames:
                     received = time.perf_counter()
                     with lock:
-                        if state["closed"]:
+                        if state["closed"]:  # arrived after the drain decided to end the stream
                             return
-                        state["busy"] = True
-                    try:
-                        if not put(self.prepare(msg, tracker, received)):
-                            return
-                    finally:
-                        with lock:
-                            state["busy"] = False
+                        stop.taken += 1
+                    if not put(incoming, (msg, received)):
+                        return
                     if stop.draining.is_set() or stop.cancelled.is_set():
                         break
                 else:
                     state["exhausted"] = True  # the client finished sending
             except Exception as exc:  # the request stream failed (client cancelled, transport error)
                 state["error"] = exc
-            put(end)
+            put(incoming, end)
 
-        thread = threading.Thread(target=reader, name="stream-reader", daemon=True)
-        thread.start()
+        def preparer() -> None:
+            while True:
+                try:
+                    item = incoming.get(timeout=0.1)
+                except queue.Empty:
+                    if stop.cancelled.is_set():
+                        return
+                    continue
+                if item is end:
+                    put(jobs, end)
+                    return
+                msg, received = item
+                if not put(jobs, self.prepare(msg, tracker, received)):
+                    return
+
+        threads = [threading.Thread(target=reader, name="stream-reader", daemon=True),
+                   threading.Thread(target=preparer, name="stream-prepare", daemon=True)]
+        for t in threads:
+            t.start()
         try:
             while True:
                 try:
@@ -255,9 +275,9 @@ class SwapPipeline:
                         return
                     if stop.draining.is_set():
                         with lock:
-                            # Nothing queued and the reader is waiting for the client: every
-                            # frame received so far has been answered, so the stream ends now.
-                            if not state["busy"] and jobs.empty():
+                            # Every message taken off the transport has been answered; the
+                            # reader is waiting for the client, so the stream can end now.
+                            if stop.taken == stop.answered:
                                 state["closed"] = True
                                 stop.drained = True
                                 return
@@ -266,18 +286,23 @@ class SwapPipeline:
                     stop.drained = not state["exhausted"] and state["error"] is None
                     stop.failed = state["error"]
                     return
-                yield self.finish(item, settings)
+                reply = self.finish(item, settings)
+                with lock:
+                    stop.answered += 1
+                yield reply
         finally:
-            # However the consumer ends (done, drained, cancelled, generator closed), the reader
-            # must not wait on a queue nobody reads any more.
+            # However the consumer ends (done, drained, cancelled, generator closed), the
+            # helper threads must not wait on queues nobody reads any more.
             stop.cancelled.set()
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: kept in a set of live streams
 class StreamControl:
     """Signals from the server to one running stream."""
 
     cancelled: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
+    taken: int = 0                       # messages taken off the transport
+    answered: int = 0                    # replies produced
     drained: bool = False                # ended early because the server is shutting down
     failed: Exception | None = None      # the request stream raised (client gone, transport error)

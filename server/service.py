@@ -46,11 +46,18 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         self._active = 0
         self._lock = threading.Lock()
         self._draining = draining
+        self._streams: set[StreamControl] = set()
 
     @property
     def active_streams(self) -> int:
         with self._lock:
             return self._active
+
+    def frames_in_flight(self) -> tuple[int, int]:
+        """(streams, frames received but not yet answered) right now."""
+        with self._lock:
+            streams = list(self._streams)
+        return len(streams), sum(max(0, c.taken - c.answered) for c in streams)
 
     def _acquire_slot(self) -> bool:
         with self._lock:
@@ -80,6 +87,8 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"all {self._max_streams} stream slots are in use; retry later or use another replica")
         control = StreamControl(draining=self._draining)
+        with self._lock:
+            self._streams.add(control)
         once = threading.Lock()
         released = []
 
@@ -88,6 +97,8 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
                 if not released:
                     released.append(True)
                     self._release_slot()
+                    with self._lock:
+                        self._streams.discard(control)
 
         def on_done() -> None:
             control.cancelled.set()
@@ -221,6 +232,8 @@ class SwapServer:
         Streams end with UNAVAILABLE after their in-flight frames are answered; anything still
         running after `grace` seconds is cancelled.
         """
+        streams, frames = self.servicer.frames_in_flight()
+        log.info("draining: %d stream(s), %d frame(s) in flight; grace %.1f s", streams, frames, grace)
         self.draining.set()
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()

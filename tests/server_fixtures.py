@@ -1,0 +1,133 @@
+"""Shared helpers for the server and client tests: a tiny real ONNX model and face frames.
+
+The model is built with onnx.helper (no TensorFlow): input "face" [N, S, S, 3] NHWC float 0..1,
+output "swapped" = 1 - face (a photographic negative), through NCHW Transposes around a 1x1
+Conv so it is a genuine convolutional graph. Whatever the colour transfer does afterwards, the
+face region visibly changes and everything else must stay as it was.
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from server.manifest import new_manifest, write_manifest
+
+
+def write_negative_model(model_dir: str, size: int = 32, margin: float = 0.2,
+                         dynamic_batch: bool = True) -> str:
+    """Write MODEL_DIR/model.onnx (1 - x) and its manifest; return model_dir."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    os.makedirs(model_dir, exist_ok=True)
+    weight = (-np.eye(3, dtype=np.float32)).reshape(3, 3, 1, 1)
+    bias = np.ones(3, np.float32)
+    batch = "N" if dynamic_batch else 1
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["face"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["nchw", "w", "b"], ["conv"]),
+            helper.make_node("Transpose", ["conv"], ["swapped"], perm=[0, 2, 3, 1]),
+        ],
+        "negative",
+        [helper.make_tensor_value_info("face", TensorProto.FLOAT, [batch, size, size, 3])],
+        [helper.make_tensor_value_info("swapped", TensorProto.FLOAT, [batch, size, size, 3])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(model_dir, "model.onnx"))
+    manifest = new_manifest(model_dir, method="ae", direction="a2b", crop_size=size, crop_margin=margin,
+                            dynamic_batch=dynamic_batch)
+    write_manifest(model_dir, manifest)
+    return model_dir
+
+
+def face_frames(n: int, size: int = 256, seed: int = 3) -> list[np.ndarray]:
+    """n BGR frames of a moving synthetic face that the Haar cascade finds."""
+    from faces.synth import pose_sequence, render_face
+
+    return [render_face(seed, pose, (size, size)) for pose in pose_sequence(n, seed=seed)]
+
+
+def jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def unjpeg(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
+                            encoder_filters: tuple[int, ...] = (32, 64, 128, 256), latent_dim: int = 256,
+                            bottleneck_filters: int = 256, decoder_filters: tuple[int, ...] = (128, 64, 32),
+                            seed: int = 0) -> str:
+    """An ONNX graph with the layout and cost of trainer's `ae` swap path (defaults: its cpu
+    preset), random weights: 5x5 stride-2 convs + LeakyReLU, dense latent, dense to a code map,
+    pixel-shuffle upscales (3x3 conv + LeakyReLU + DepthToSpace), 5x5 conv to RGB, sigmoid.
+
+    Stands in for an exported model when measuring serving speed; its faces are noise.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+
+    def weight(name, shape, fan_in):
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
+        inits.append(numpy_helper.from_array(np.zeros(shape[0] if len(shape) == 4 else shape[1], np.float32), name + "_b"))
+
+    def conv(x, name, c_in, c_out, k, stride, act=True):
+        weight(name, (c_out, c_in, k, k), c_in * k * k)
+        p = k // 2
+        nodes.append(helper.make_node("Conv", [x, name, name + "_b"], [name + "_y"], strides=[stride, stride],
+                                      pads=[p, p, p, p], kernel_shape=[k, k]))
+        if not act:
+            return name + "_y"
+        nodes.append(helper.make_node("LeakyRelu", [name + "_y"], [name + "_a"], alpha=0.1))
+        return name + "_a"
+
+    def upscale(x, name, c_in, filters):
+        y = conv(x, name, c_in, filters * 4, 3, 1)
+        nodes.append(helper.make_node("DepthToSpace", [y], [name + "_up"], blocksize=2, mode="CRD"))
+        return name + "_up"
+
+    nodes.append(helper.make_node("Transpose", ["face"], ["x0"], perm=[0, 3, 1, 2]))
+    x, c = "x0", 3
+    for i, f in enumerate(encoder_filters):
+        x, c = conv(x, f"enc{i}", c, f, 5, 2), f
+    s = size // 2 ** len(encoder_filters)
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], axis=1))
+    weight("latent", (c * s * s, latent_dim), c * s * s)
+    nodes.append(helper.make_node("Gemm", ["flat", "latent", "latent_b"], ["z"]))
+    weight("code", (latent_dim, s * s * bottleneck_filters), latent_dim)
+    nodes.append(helper.make_node("Gemm", ["z", "code", "code_b"], ["code_flat"]))
+    inits.append(numpy_helper.from_array(np.array([-1, bottleneck_filters, s, s], np.int64), "code_shape"))
+    nodes.append(helper.make_node("Reshape", ["code_flat", "code_shape"], ["code_map"]))
+    x, c = upscale("code_map", "bott", bottleneck_filters, bottleneck_filters), bottleneck_filters
+    for i, f in enumerate(decoder_filters):
+        x, c = upscale(x, f"dec{i}", c, f), f
+    y = conv(x, "rgb", c, 3, 5, 1, act=False)
+    nodes.append(helper.make_node("Sigmoid", [y], ["rgb_s"]))
+    nodes.append(helper.make_node("Transpose", ["rgb_s"], ["swapped"], perm=[0, 2, 3, 1]))
+    graph = helper.make_graph(
+        nodes, "ae_like",
+        [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("swapped", TensorProto.FLOAT, ["N", size, size, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    os.makedirs(model_dir, exist_ok=True)
+    onnx.save(model, os.path.join(model_dir, "model.onnx"))
+    write_manifest(model_dir, new_manifest(model_dir, method="ae", direction="a2b", crop_size=size,
+                                           crop_margin=margin))
+    return model_dir
