@@ -728,3 +728,71 @@ def render_sequence(identity: Identity | int, poses, size: tuple[int, int] = (25
     ident = identity_from_seed(identity) if isinstance(identity, (int, np.integer)) else identity
     for pose in poses:
         yield render_face(ident, pose, size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sidecar: the render parameters of a synthetic video, stored next to it
+
+SIDECAR_SUFFIX = ".synth.npz"  # VIDEO.mp4 -> VIDEO.mp4.synth.npz
+
+
+def sidecar_path(video_path: str) -> str:
+    """Where `swapstream synth` stores the render parameters of `video_path`."""
+    return str(video_path) + SIDECAR_SUFFIX
+
+
+def sidecar_arrays(identity: int, poses, size: tuple[int, int], fps: float, motion_seed: int) -> dict:
+    """The sidecar's arrays (plain numbers and unicode only, so `allow_pickle=False` loads them).
+
+    identity int64 (), pose float64 (N, P), pose_names <U (P,), size int64 (2,) = width, height,
+    fps float64 (), motion_seed int64 (), renderer <U () = RENDERER_VERSION.
+    """
+    return {
+        "identity": np.int64(identity),
+        "pose": poses_to_array(poses).astype(np.float64),
+        "pose_names": np.asarray(POSE_FIELDS, dtype=np.str_),
+        "size": np.asarray(size, dtype=np.int64),
+        "fps": np.float64(fps),
+        "motion_seed": np.int64(motion_seed),
+        "renderer": np.str_(RENDERER_VERSION),
+    }
+
+
+@dataclass(frozen=True)
+class SynthTake:
+    """The render parameters of one synthetic video, as loaded from its sidecar."""
+
+    identity: int
+    poses: tuple[Pose, ...]
+    size: tuple[int, int]
+    fps: float
+    motion_seed: int
+    renderer: str
+
+    def render(self, index: int, identity: Identity | int | None = None) -> np.ndarray:
+        """Frame `index` again, or the same frame with another identity (its ground truth)."""
+        return render_face(self.identity if identity is None else identity, self.poses[index], self.size)
+
+
+def load_sidecar(path: str) -> SynthTake:
+    """Load a `.synth.npz` sidecar (allow_pickle=False); raise ValueError naming what is wrong."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("identity", "pose", "pose_names", "size", "fps") if k not in data.files]
+            if missing:
+                raise ValueError(f"synth sidecar {path} lacks {', '.join(missing)}")
+            pose, names = data["pose"], data["pose_names"]
+            size = tuple(int(v) for v in data["size"])
+            take = SynthTake(
+                identity=int(data["identity"]),
+                poses=tuple(pose_from_vector(row, names) for row in pose.reshape(len(pose), -1)),
+                size=(size[0], size[1]),
+                fps=float(data["fps"]),
+                motion_seed=int(data["motion_seed"]) if "motion_seed" in data.files else -1,
+                renderer=str(data["renderer"]) if "renderer" in data.files else "unknown",
+            )
+    except ValueError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, OSError, EOFError ...
+        raise ValueError(f"synth sidecar {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+    return take
