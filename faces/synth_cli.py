@@ -50,11 +50,11 @@ def _check_int64(name: str, value: int) -> None:
 
 def _check_output(path: str) -> None:
     """Refuse an output we could not write, before rendering anything."""
+    if os.path.isdir(path):
+        raise InputError(f"output {path} is a folder")
     ext = os.path.splitext(path)[1].lower()
     if ext not in FOURCC:
         raise InputError(f"output {path} must end in one of {', '.join(FOURCC)}")
-    if os.path.isdir(path):
-        raise InputError(f"output {path} is a folder")
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
