@@ -28,8 +28,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from faces.crop import crop_face
+from faces.detect import Box
 from faces.errors import InputError
+from faces.faceset import FaceSet
 from faces.mask import ellipse_mask
+from faces.video import VideoReader
 
 PSNR_CAP_DB = 100.0  # PSNR of identical images is infinite; capped so it stays a JSON number
 
@@ -288,6 +292,176 @@ def structure_rsa(sources: np.ndarray, swaps: np.ndarray) -> dict[str, float]:
             result[name] = float(np.corrcoef(ds, dw)[0, 1])
     result["score"] = float(np.mean([result[k] for k in REGIONS]))
     return result
+
+
+# ---------------------------------------------------------------- synthetic ground truth
+
+SYNTH_SIDECAR = ".synth.npz"  # written by `swapstream synth` beside its video (see faces/extract.py)
+
+
+def is_synthetic(face_set: FaceSet) -> bool:
+    """True when the face set carries the render parameters of every face (from `synth`)."""
+    return all(k in face_set.extra for k in ("identity", "pose", "pose_names"))
+
+
+def identity_of(face_set: FaceSet) -> int:
+    """The synthetic identity seed of a face set (all faces must share it)."""
+    if not is_synthetic(face_set):
+        raise InputError("face set has no render parameters (it does not come from `swapstream synth`)")
+    ids = np.unique(face_set.extra["identity"])
+    if len(ids) != 1:
+        raise InputError(f"face set mixes synthetic identities {ids.tolist()}; need one per set")
+    return int(ids[0])
+
+
+def _frame_size(video: str) -> tuple[int, int]:
+    """(width, height) of a synth video: from its sidecar if it records it, else the video header."""
+    sidecar = video + SYNTH_SIDECAR
+    if os.path.isfile(sidecar):
+        with np.load(sidecar, allow_pickle=False) as data:
+            if "frame_size" in data.files:
+                w, h = (int(v) for v in data["frame_size"])
+                return w, h
+            if "width" in data.files and "height" in data.files:
+                return int(data["width"]), int(data["height"])
+    if not os.path.isfile(video):
+        raise InputError(f"cannot re-render the ground truth: source video {video} is gone "
+                         "(its frame size is needed); pass frame_size or run from the folder "
+                         "the face set was extracted in")
+    with VideoReader(video) as reader:
+        return reader.width, reader.height
+
+
+def ground_truth_faces(face_set: FaceSet, target_identity: int,
+                       frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """The perfect swap of every face in a synthetic face set: uint8 (N,S,S,3) BGR.
+
+    Each face's frame is re-rendered with `target_identity` and the face's stored pose at the
+    source video's frame size (`frame_size`, else the synth sidecar, else the video header), and
+    cut with the face's stored crop box (already square and grown by the margin), resized to the
+    set's size -- exactly how extract cut the source face.
+    """
+    from faces.synth import pose_from_vector, render_face, identity_from_seed
+
+    if not is_synthetic(face_set):
+        raise InputError("face set has no render parameters (it does not come from `swapstream synth`)")
+    ident = identity_from_seed(int(target_identity))
+    names = face_set.extra["pose_names"]
+    sizes: dict[str, tuple[int, int]] = {}
+    out = np.empty_like(face_set.faces)
+    for i in range(len(face_set)):
+        src = str(face_set.source[i])
+        if frame_size is not None:
+            size = frame_size
+        else:
+            if src not in sizes:
+                sizes[src] = _frame_size(src)
+            size = sizes[src]
+        frame = render_face(ident, pose_from_vector(face_set.extra["pose"][i], names), size)
+        out[i], _ = crop_face(frame, Box(*(int(v) for v in face_set.box[i])), face_set.size, 0.0)
+    return out
+
+
+# ---------------------------------------------------------------- synthetic pose regressor
+
+# The render parameters that are expression or head pose (what a swap must keep). Placement
+# (scale, tx, ty) is undone by the crop, light and background are not the face's doing.
+EXPRESSION_POSE = ("mouth_open", "smile", "blink", "brow_raise", "gaze_x", "gaze_y", "yaw", "pitch", "roll")
+EXTRA_JUDGE_IDENTITIES = (9001, 9002, 9003, 9004)  # strangers: keep the regressor identity-blind
+
+
+def _regressor_net(size: int, outputs: int, seed: int):
+    import keras
+    from keras import layers
+
+    init = keras.initializers.HeNormal(seed=seed)
+    inp = keras.Input((size, size, 3), name="face")
+    x = inp
+    for width in (24, 48, 64, 96):
+        x = layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", kernel_initializer=init)(x)
+    x = layers.Flatten()(x)  # keep where things are: pose lives in positions
+    x = layers.Dense(128, activation="relu", kernel_initializer=init)(x)
+    out = layers.Dense(outputs, kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(x)
+    return keras.Model(inp, out, name="pose_regressor")
+
+
+@dataclass
+class PoseRegressor:
+    """Reads expression/pose parameters from a synthetic face crop (identity-blind)."""
+
+    model: object
+    size: int
+    names: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    n_train: int
+    seconds: float
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        """Parameters (N, len(names)) in render units."""
+        x = as_float(resize_faces(as_uint8(faces), self.size))
+        z = np.asarray(self.model.predict(x, batch_size=64, verbose=0))
+        return z * self.std + self.mean
+
+    def errors(self, faces: np.ndarray, true: np.ndarray) -> np.ndarray:
+        """Per face and parameter |predicted - true| in units of the parameter's spread (N, P)."""
+        return np.abs(self.predict(faces) - true) / self.std
+
+    def preservation(self, faces: np.ndarray, true: np.ndarray) -> float:
+        """1 - error / error of always guessing the mean pose: 1 reads the source's exact
+        expression and pose from the swap, 0 no better than ignoring the source."""
+        guess = np.abs(true - self.mean) / self.std
+        return float(1.0 - self.errors(faces, true).mean() / max(guess.mean(), 1e-9))
+
+
+def pose_columns(face_set: FaceSet, names: tuple[str, ...]) -> np.ndarray:
+    """The named pose parameters of every face of a synthetic set, (N, len(names))."""
+    stored = [str(n) for n in face_set.extra["pose_names"]]
+    missing = [n for n in names if n not in stored]
+    if missing:
+        raise InputError(f"face set lacks pose parameter(s) {', '.join(missing)}")
+    return face_set.extra["pose"][:, [stored.index(n) for n in names]].astype(np.float64)
+
+
+def train_pose_regressor(train_sets: list[FaceSet], identities: list[int], size: int = 64,
+                         epochs: int = 14, seed: int = 0) -> PoseRegressor:
+    """Train the pose judge on renders of `identities` wearing every pose of `train_sets`.
+
+    The training faces are rendered and cut exactly like ground truths (same poses, same crop
+    boxes), one per identity and pose, plus the sets' own (video-compressed) crops, and a blurred
+    copy of each (swaps are soft). Only training-split poses are used, so the held-out faces'
+    poses are new to it.
+    """
+    import keras
+
+    start = time.perf_counter()
+    names = tuple(n for n in EXPRESSION_POSE if all(n in [str(x) for x in fs.extra["pose_names"]]
+                                                      for fs in train_sets))
+    faces, targets = [], []
+    for fs in train_sets:
+        cols = pose_columns(fs, names)
+        for ident in identities:
+            # Rendered and cut at the set's crop size, then shrunk to the judge's size.
+            faces.append(resize_faces(ground_truth_faces(fs, ident), size))
+            targets.append(cols)
+        # The video crops themselves too: they carry the codec's artefacts, which renders lack
+        # and which otherwise throw the judge off on real set faces.
+        faces.append(resize_faces(fs.faces, size))
+        targets.append(cols)
+    x = as_float(np.concatenate(faces))
+    y = np.concatenate(targets)
+    rng = np.random.default_rng(seed)
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), rng.uniform(0.6, 1.6) * size / 64) for f in x])
+    x = np.concatenate([x, blurred])
+    y = np.concatenate([y, y])
+    mean, std = y.mean(axis=0), y.std(axis=0) + 1e-6
+    keras.utils.set_random_seed(seed)
+    model = _regressor_net(size, len(names), seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    order = rng.permutation(len(x))
+    model.fit(x[order], ((y - mean) / std)[order].astype(np.float32), batch_size=32, epochs=epochs,
+              verbose=0, shuffle=True)
+    return PoseRegressor(model, size, names, mean, std, len(x), time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------- timing and run figures
