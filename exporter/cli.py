@@ -1,0 +1,76 @@
+"""`swapstream export RUN --out MODEL_DIR [--direction a2b|b2a] [--fp16] [--dfm] [--device auto|cpu|cuda]`.
+
+Loads a training run (trainer.runs.load_run), takes its inference model for one direction,
+converts it to ONNX, checks parity against Keras, and writes MODEL_DIR/model.onnx +
+manifest.json (+ MODEL_DIR/<name>.dfm with --dfm). Exit codes: 0 ok, 2 bad input (missing or
+half-written run, unknown direction, checkpoint that does not match its config, unusable
+--out), 1 anything else (parity failure: the figures are printed, nothing is written).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli
+from faces.errors import InputError
+
+PROG = "swapstream export"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `swapstream export`; returns the exit code."""
+    return run_cli(lambda: _run(argv), PROG)
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Export a training run to ONNX (model.onnx + manifest.json).")
+    p.add_argument("run", help="training run folder (written by `swapstream train`)")
+    p.add_argument("--out", required=True, help="model folder to write (its name is the model's name)")
+    p.add_argument("--direction", default="a2b", choices=("a2b", "b2a"),
+                   help="a2b: faces of A come out as B (default); b2a the other way")
+    p.add_argument("--fp16", action="store_true", help="float16 weights and compute inside; I/O stays float32")
+    p.add_argument("--dfm", action="store_true", help="also write a DeepFaceLive-compatible MODEL_DIR/<name>.dfm")
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="onnxruntime device for the parity check (default cpu)")
+    p.add_argument("--force", action="store_true", help="replace an existing, non-empty --out folder")
+    return p
+
+
+def _run(argv: list[str] | None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from exporter.export import _check_destination  # cheap checks before TensorFlow loads
+
+    _check_destination(os.path.abspath(args.out), args.force)
+    if not os.path.isdir(args.run):
+        raise InputError(f"run folder {args.run} does not exist")
+
+    from exporter.convert import ConversionError
+    from exporter.export import ExportSpec, ParityError, export_model
+    from exporter.runs import load_inference
+    from server.session import SessionError
+
+    source = load_inference(args.run, args.direction)
+    spec = ExportSpec(method=source.method, direction=args.direction, crop_size=source.size,
+                      crop_margin=source.margin, fp16=args.fp16, dfm=args.dfm, device=args.device,
+                      real_faces=source.real_faces)
+    try:
+        result = export_model(source.model, args.out, spec, force=args.force,
+                              log=lambda msg: print(msg, file=sys.stderr))
+    except ParityError as exc:
+        print(f"{PROG}: parity check failed, nothing written:", file=sys.stderr)
+        for r in exc.results:
+            print(f"  {r.line()}", file=sys.stderr)
+        return EXIT_ERROR
+    except SessionError as exc:
+        raise InputError(str(exc)) from exc
+    except ConversionError as exc:
+        print(f"{PROG}: cannot convert {source.method} {args.direction}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    t = result.timings
+    print(f"exported {source.method} {args.direction} ({spec.precision}, {source.size} px) to "
+          f"{result.model_dir} in {t['total']:.1f} s (convert {t['convert']:.1f} s)"
+          + (f"; dfm: {result.dfm_path}" if result.dfm_path else ""))
+    if source.note:
+        print(source.note)
+    return EXIT_OK
