@@ -52,36 +52,23 @@ def load_inference(run_dir: str, direction: str) -> InferenceSource:
         model32.set_weights(model.get_weights())
         model = model32
         note = f"note: the run trained with {policy}; exported its weights in a float32 graph"
-    margin, faces = _run_data(run_dir, direction, config.size)
+    margin, faces = _run_data(run_dir, direction)
     return InferenceSource(model, method.method_name, int(config.size), margin, faces, note)
 
 
-def _run_data(run_dir: str, direction: str, size: int) -> tuple[float, np.ndarray | None]:
+def _run_data(run_dir: str, direction: str) -> tuple[float, np.ndarray | None]:
     """(crop margin, source-identity crops or None) from RUN/config.yaml and its face sets."""
-    import yaml
+    from trainer.config import read_config
 
-    path = os.path.join(run_dir, "config.yaml")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"run {run_dir}: cannot read config.yaml ({exc})") from exc
-    data = cfg.get("data", cfg) if isinstance(cfg, dict) else {}
-    source_key = "a" if direction == "a2b" else "b"
-    faces = None
-    margin = data.get("margin", data.get("crop_margin"))
-    set_path = data.get(source_key) or data.get(f"set_{source_key}")
-    if isinstance(set_path, str) and os.path.isfile(set_path):
-        from faces.faceset import load_faceset
+    data = read_config(run_dir).data
+    set_path = data.a if direction == "a2b" else data.b
+    candidates = [set_path] if os.path.isabs(set_path) else [set_path, os.path.join(run_dir, set_path)]
+    for path in candidates:
+        if os.path.isfile(path):
+            from faces.faceset import load_faceset
 
-        try:
-            fs = load_faceset(set_path)
-        except InputError:
-            fs = None  # the parity check then uses random crops only
-        if fs is not None:
-            faces = fs.faces
-            if margin is None:
-                margin = fs.margin
-    if margin is None:
-        raise InputError(f"run {run_dir}: config.yaml records no crop margin (data.margin)")
-    return float(margin), faces
+            try:
+                return float(data.margin), load_faceset(path).faces
+            except InputError:
+                break  # a face set that moved on since training: parity uses random crops only
+    return float(data.margin), None

@@ -1,0 +1,99 @@
+"""Per method: export cost, parity (fp32 and fp16) and inference time, onnxruntime vs Keras.
+
+For each trainer method (built from its preset, random weights: speed and parity do not
+depend on training) it converts the a2b inference model with the project's exporter, checks
+parity on 16 crops for fp32 and fp16, and times one forward pass per face at batch 1 and 8:
+
+  keras eager     model(x, training=False)
+  keras tf.fn     tf.function(model) (graph mode, no XLA), traced once before timing
+  ort fp32/fp16   onnxruntime CPU session on the exported graph
+
+    .venv/bin/python bench/infer_bench.py [--methods ae,cyclegan] [--preset cpu] [--repeats 10]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _median_ms(fn, repeats: int) -> float:
+    import numpy as np
+
+    fn()  # warm-up (tracing, session arenas)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.median(times))
+
+
+def bench_method(name: str, preset: str, repeats: int, size: int | None) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from exporter.convert import convert_keras
+    from exporter.fp16 import to_fp16
+    from exporter.parity import compare, keras_outputs, onnx_outputs, parity_faces
+    from trainer.methods import build_method, preset_config
+
+    cfg = preset_config(name, preset, size=size)
+    model = build_method(name, cfg).inference_model("a2b")
+    row = {"method": name, "size": cfg.size, "params_m": model.count_params() / 1e6}
+    t = time.perf_counter()
+    proto32 = convert_keras(model)
+    row["convert_s"] = time.perf_counter() - t
+    proto16 = to_fp16(proto32)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sessions = {p: ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+                for p, m in (("fp32", proto32), ("fp16", proto16))}
+    faces, _ = parity_faces(cfg.size)
+    reference = keras_outputs(model, faces)
+    for precision, sess in sessions.items():
+        names = [o.name for o in sess.get_outputs()]
+        got = onnx_outputs(sess, "face", names, faces, batch=8)
+        row[f"parity_{precision}"] = compare(precision, reference, got, 0.0, "cpu", 0).max_abs
+
+    graph_fn = tf.function(lambda x: model(x, training=False), autograph=False)
+    for batch in (1, 8):
+        x = np.random.default_rng(batch).random((batch, cfg.size, cfg.size, 3), dtype=np.float32)
+        xt = tf.constant(x)
+        row[f"eager_b{batch}"] = _median_ms(lambda: model(xt, training=False), repeats) / batch
+        row[f"tffn_b{batch}"] = _median_ms(lambda: graph_fn(xt), repeats) / batch
+        for precision, sess in sessions.items():
+            row[f"ort_{precision}_b{batch}"] = _median_ms(lambda: sess.run(None, {"face": x}), repeats) / batch
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="all", help="comma list or all")
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--size", type=int, default=None, help="override the preset's image size")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    from trainer.methods import METHODS
+
+    names = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    print("| method | px | params | convert s | parity fp32 | parity fp16 | ms/face b1: eager / tf.function / "
+          "ort fp32 / ort fp16 | ms/face b8: eager / tf.function / ort fp32 / ort fp16 | ort fp32 speed-up vs eager b1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        r = bench_method(name, args.preset, args.repeats, args.size)
+        print(f"| {r['method']} | {r['size']} | {r['params_m']:.1f}M | {r['convert_s']:.1f} | "
+              f"{r['parity_fp32']:.1e} | {r['parity_fp16']:.1e} | "
+              f"{r['eager_b1']:.2f} / {r['tffn_b1']:.2f} / {r['ort_fp32_b1']:.2f} / {r['ort_fp16_b1']:.2f} | "
+              f"{r['eager_b8']:.2f} / {r['tffn_b8']:.2f} / {r['ort_fp32_b8']:.2f} / {r['ort_fp16_b8']:.2f} | "
+              f"{r['eager_b1'] / r['ort_fp32_b1']:.1f}x |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
