@@ -1,0 +1,58 @@
+"""Import rules (DESIGN section 1), checked in fresh interpreters:
+server and clients never load TensorFlow/Keras (nor the `onnx` package); trainer never loads grpc."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVING_MODULES = ["server", "server.cli", "server.service", "server.pipeline", "server.registry",
+                   "server.manifest", "server.session", "server.batcher", "server.tracking", "server.codec",
+                   "clients.cli", "clients.stream", "clients.bench"]
+
+
+def _loaded_after_import(modules: list[str], watch: list[str]) -> dict:
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        f"print(json.dumps({{w: w in sys.modules for w in {watch!r}}}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_server_and_clients_do_not_import_tensorflow_keras_or_onnx():
+    loaded = _loaded_after_import(SERVING_MODULES, ["tensorflow", "keras", "onnx", "grpc", "onnxruntime"])
+    assert loaded["grpc"] and loaded["onnxruntime"]  # the check looked at a real serving import
+    assert not loaded["tensorflow"] and not loaded["keras"] and not loaded["onnx"], loaded
+
+
+def test_server_cli_runs_without_tensorflow(tmp_path):
+    """A bad invocation goes all the way through argument handling without TensorFlow."""
+    code = ("import sys\n"
+            "from clients.cli import main\n"
+            f"rc = main(['serve', '--models', {str(tmp_path / 'none')!r}])\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+            "sys.exit(rc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "does not exist" in done.stderr
+
+
+def test_trainer_does_not_import_grpc():
+    if importlib.util.find_spec("trainer.methods") is None:
+        pytest.skip("trainer not written yet")
+    modules = ["trainer", "trainer.methods"]
+    for optional in ("trainer.cli", "trainer.runs", "trainer.compare"):
+        if os.path.isfile(os.path.join(ROOT, *optional.split(".")) + ".py"):
+            modules.append(optional)
+    loaded = _loaded_after_import(modules, ["grpc", "tensorflow"])
+    assert loaded["tensorflow"], "trainer should have loaded TensorFlow (is the check looking at the right thing?)"
+    assert not loaded["grpc"], loaded
