@@ -422,7 +422,7 @@ def _draw_hair_back(img: np.ndarray, head: _Head, ident: Identity) -> None:
         _fill(img, head.flat(np.concatenate([cap, sides])), colour)
 
 
-def _draw_body(img: np.ndarray, head: _Head, ident: Identity, width: int, height: int) -> None:
+def _draw_body(img: np.ndarray, head: _Head, ident: Identity, height: int) -> None:
     """Neck (in shadow under the jaw) and shoulders; the body does not turn with the head."""
     s, cx, cy = head.s, head.cx, head.cy
     neck_w = ident.face_width * 0.62
@@ -471,7 +471,6 @@ def _eye_curves(ident: Identity, pose: Pose, side: int, n: int = 17):
     upper_y = ey + tilt - (1 - blink) * up0 + blink * low0 * 0.8
     lower_y = ey + tilt + low0
     x = ex + t * ew
-    # the inner corner sits a little lower than the outer one
     return np.stack([x, upper_y], 1), np.stack([x, lower_y], 1), up0
 
 
@@ -692,7 +691,7 @@ def render_face(identity: Identity | int, pose: Pose, size: tuple[int, int] = (2
     head = _Head(ident, pose, width, height)
     img = _background(pose, width, height)
     _draw_hair_back(img, head, ident)
-    _draw_body(img, head, ident, width, height)
+    _draw_body(img, head, ident, height)
     _draw_ears(img, head, ident)
     outline = head.flat(_outline(ident, pose))
     _fill(img, outline, ident.skin)
@@ -717,7 +716,11 @@ def render_face(identity: Identity | int, pose: Pose, size: tuple[int, int] = (2
         m = shaded[y0:y1, x0:x1].astype(np.float32) * (1 / 255.0)
         factor = (1 + m * (shade - 1))[..., None]
         roi = img[y0:y1, x0:x1]
-        roi[:] = np.clip(roi * factor, 0, 255).astype(np.uint8)
+        lit = roi * factor
+        # Soft knee above 205 so highlights on pale skin roll off instead of clipping to white.
+        knee = 205.0
+        lit = np.where(lit > knee, knee + (255 - knee) * np.tanh((lit - knee) / (255 - knee)), lit)
+        roi[:] = np.clip(lit, 0, 255).astype(np.uint8)
 
     sigma = max(0.5, head.px(0.008))
     return cv2.GaussianBlur(img, (0, 0), sigma)
