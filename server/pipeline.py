@@ -111,11 +111,16 @@ class SwapPipeline:
         self.config = config
         size = model.manifest.crop_size
         self._mask = ellipse_mask(size, config.mask_feather)
+        # Whole-frame detectors reused by single-image calls (loading a cascade takes ~10 ms).
+        self._spare_detectors: queue.SimpleQueue = queue.SimpleQueue()
+
+    def _full_detector(self) -> HaarDetector:
+        return HaarDetector(max_side=self.config.detect_max_side, min_size_frac=self.config.min_face_frac)
 
     def new_tracker(self, settings: StreamSettings) -> FaceTracker:
         """A tracker with its own Haar cascades (cascades are not shared between threads)."""
         c = self.config
-        detector = HaarDetector(max_side=c.detect_max_side, min_size_frac=c.min_face_frac)
+        detector = self._full_detector()
         # Around a tracked face the face spans about 1/(1 + 2 * roi_grow) of the region: a
         # larger minimum size and coarser scale steps find it at a third of the cost.
         roi_detector = HaarDetector(scale_factor=1.2, min_neighbors=4, max_side=c.roi_max_side,
@@ -202,8 +207,16 @@ class SwapPipeline:
 
     def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> swap_pb2.SwappedFrame:
         """One image, full detection (no tracking); used by the unary SwapImage."""
-        tracker = self.new_tracker(settings)
-        job = self.prepare(msg, tracker, time.perf_counter())
+        received = time.perf_counter()
+        try:
+            detector = self._spare_detectors.get_nowait()
+        except queue.Empty:
+            detector = self._full_detector()
+        try:
+            tracker = FaceTracker(detector, redetect_every=1, smoothing=0.0, hold=0, max_faces=settings.max_faces)
+            job = self.prepare(msg, tracker, received)
+        finally:
+            self._spare_detectors.put(detector)
         return self.finish(job, settings)
 
     def run_stream(self, frames: Iterable[swap_pb2.Frame], settings: StreamSettings,

@@ -197,9 +197,12 @@ class SwapServer:
             ("grpc.max_send_message_length", max_message_bytes),
         ]
         # Workers: every stream holds one for its life; the rest answer health, ListModels,
-        # SwapImage and the RESOURCE_EXHAUSTED refusals beyond --max-streams.
-        self._executor = futures.ThreadPoolExecutor(max_workers=max_streams + 8, thread_name_prefix="grpc")
-        self._server = grpc.server(self._executor, interceptors=interceptors, options=options)
+        # SwapImage and the RESOURCE_EXHAUSTED refusals beyond --max-streams. Calls beyond the
+        # workers are refused by gRPC with RESOURCE_EXHAUSTED instead of queueing without bound.
+        workers = max_streams + 8
+        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
+        self._server = grpc.server(self._executor, interceptors=interceptors, options=options,
+                                   maximum_concurrent_rpcs=workers)
         swap_pb2_grpc.add_FaceSwapServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
