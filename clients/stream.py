@@ -109,8 +109,12 @@ class SwapClient:
     """A connection to a swapstream server (plaintext or TLS, optional bearer token)."""
 
     def __init__(self, target: str = DEFAULT_TARGET, token: str | None = None, tls_ca: str | None = None) -> None:
+        # round_robin: a target naming several replicas (e.g. "dns:///swap.internal:50051" or
+        # "ipv4:10.0.0.1:50051,10.0.0.2:50051") spreads streams over them; each stream stays on
+        # the replica it started on (the server keeps no state beyond a stream).
         options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.lb_policy_name", "round_robin")]
         if tls_ca:
             try:
                 with open(tls_ca, "rb") as fh:
