@@ -296,9 +296,6 @@ def structure_rsa(sources: np.ndarray, swaps: np.ndarray) -> dict[str, float]:
 
 # ---------------------------------------------------------------- synthetic ground truth
 
-SYNTH_SIDECAR = ".synth.npz"  # written by `swapstream synth` beside its video (see faces/extract.py)
-
-
 def is_synthetic(face_set: FaceSet) -> bool:
     """True when the face set carries the render parameters of every face (from `synth`)."""
     return all(k in face_set.extra for k in ("identity", "pose", "pose_names"))
@@ -316,14 +313,14 @@ def identity_of(face_set: FaceSet) -> int:
 
 def _frame_size(video: str) -> tuple[int, int]:
     """(width, height) of a synth video: from its sidecar if it records it, else the video header."""
-    sidecar = video + SYNTH_SIDECAR
+    from faces.synth import sidecar_path
+
+    sidecar = sidecar_path(video)
     if os.path.isfile(sidecar):
         with np.load(sidecar, allow_pickle=False) as data:
-            if "frame_size" in data.files:
-                w, h = (int(v) for v in data["frame_size"])
+            if "size" in data.files:  # (width, height)
+                w, h = (int(v) for v in data["size"])
                 return w, h
-            if "width" in data.files and "height" in data.files:
-                return int(data["width"]), int(data["height"])
     if not os.path.isfile(video):
         raise InputError(f"cannot re-render the ground truth: source video {video} is gone "
                          "(its frame size is needed); pass frame_size or run from the folder "
@@ -365,8 +362,9 @@ def ground_truth_faces(face_set: FaceSet, target_identity: int,
 # ---------------------------------------------------------------- synthetic pose regressor
 
 # The render parameters that are expression or head pose (what a swap must keep). Placement
-# (scale, tx, ty) is undone by the crop, light and background are not the face's doing.
-EXPRESSION_POSE = ("mouth_open", "smile", "blink", "brow_raise", "gaze_x", "gaze_y", "yaw", "pitch", "roll")
+# (scale, tx, ty) is undone by the crop, light and background are not the face's doing, and
+# gaze moves the iris by about one pixel at 64 px: no judge (and no swap) can read it there.
+EXPRESSION_POSE = ("mouth_open", "smile", "blink", "brow_raise", "yaw", "pitch", "roll")
 EXTRA_JUDGE_IDENTITIES = (9001, 9002, 9003, 9004)  # strangers: keep the regressor identity-blind
 
 
