@@ -14,7 +14,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so `main(argv)` can be called from tests."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        raise InputError(f"{self.prog}: {message}")
+        raise InputError(message)
 
 
 def run_cli(body: Callable[[], int], prog: str) -> int:

@@ -20,9 +20,9 @@ from faces.crop import crop_face
 from faces.detect import HaarDetector
 from faces.errors import FaceSetError, InputError, VideoError
 from faces.faceset import FaceSet, save_faceset
+from faces.synth import sidecar_path
 from faces.video import VideoReader
 
-SYNTH_SIDECAR = ".synth.npz"  # written by `swapstream synth` next to its video
 
 
 @dataclass
@@ -53,11 +53,11 @@ def _thumb(face: np.ndarray) -> np.ndarray:
 
 def _load_synth_params(video: str) -> dict[str, np.ndarray] | None:
     """Ground-truth render parameters written by `swapstream synth`, if this video has them."""
-    path = video + SYNTH_SIDECAR
+    path = sidecar_path(video)
     if not os.path.isfile(path):
         return None
     with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in ("identity", "pose", "pose_names") if k in data.files}
+        return {k: data[k] for k in ("identity", "pose", "pose_names", "size") if k in data.files}
 
 
 def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: float = 0.2,
@@ -75,13 +75,13 @@ def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: f
     stats = ExtractStats()
     faces, sources, frame_idx, boxes, poses, identities = [], [], [], [], [], []
     synth_all = True
-    pose_names = None
+    pose_names = frame_size = None
     start = time.perf_counter()
     for video in videos:
         synth = _load_synth_params(video)
         synth_all = synth_all and synth is not None and "pose" in synth
         if synth is not None and "pose_names" in synth:
-            pose_names = synth["pose_names"]
+            pose_names, frame_size = synth["pose_names"], synth.get("size")
         last_thumb = None
         with VideoReader(video) as reader:
             bar = tqdm(total=reader.frame_count, desc=f"extract {os.path.basename(video)}", unit="frame",
@@ -122,8 +122,11 @@ def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: f
         raise FaceSetError(f"no usable face found in {', '.join(videos)} ({stats.summary()})")
     extra: dict[str, np.ndarray] = {}
     if synth_all and pose_names is not None:
+        # Enough to re-render each face's frame with another identity: the swap's ground truth.
         extra = {"identity": np.asarray(identities, np.int64), "pose": np.asarray(poses, np.float64),
                  "pose_names": np.asarray(pose_names, np.str_)}
+        if frame_size is not None:
+            extra["frame_size"] = np.asarray(frame_size, np.int64)
     fs = FaceSet(np.stack(faces), np.asarray(sources, np.str_), np.asarray(frame_idx, np.int64),
                  np.asarray(boxes, np.int64), margin, extra)
     return fs, stats
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="margin around the detected box, fraction of its side on each side (default 0.2)")
     parser.add_argument("--min-sharpness", type=float, default=10.0,
                         help="drop crops whose Laplacian variance is below this (default 10)")
+    parser.add_argument("--dedup", type=float, default=1.0,
+                        help="drop a face whose 16x16 grey thumbnail is within this many grey levels "
+                             "of the last kept one (default 1; 0 keeps all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def body() -> int:
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out.endswith(".npz"):
             raise InputError(f"--out must end in .npz, got {args.out}")
         fs, stats = extract_faces(args.videos, args.every, args.size, args.margin,
-                                  args.min_sharpness, progress=not args.quiet)
+                                  args.min_sharpness, args.dedup, progress=not args.quiet)
         save_faceset(args.out, fs)
         print(f"{args.out}: {len(fs)} faces {fs.size}x{fs.size}; {stats.summary()}")
         return 0

@@ -10,6 +10,7 @@ Optional, present when the faces came from `swapstream synth` videos (ground tru
   identity     int64  (N,)          synthetic identity seed
   pose         float64 (N, P)       render (expression/pose) parameters of each face's frame
   pose_names   <U     (P,)          names of the pose parameters
+  frame_size   int64  (2,)          width, height of the rendered frames
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class FaceSet:
 
     def subset(self, index: np.ndarray) -> "FaceSet":
         """A new face set holding only the faces at `index` (metadata kept in step)."""
-        extra = {k: (v[index] if v.ndim and v.shape[0] == len(self) and k != "pose_names" else v)
-                 for k, v in self.extra.items()}
+        per_face = ("identity", "pose")
+        extra = {k: (v[index] if k in per_face else v) for k, v in self.extra.items()}
         return FaceSet(self.faces[index], self.source[index], self.frame_index[index],
                        self.box[index], self.margin, extra)
 

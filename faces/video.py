@@ -89,6 +89,10 @@ class VideoWriter:
         """Finish the file; with keep=False (or no frames) delete it instead."""
         self._writer.release()
         if keep and self.frames > 0:
+            # mkstemp makes the file 0600; give the finished video the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)
             os.replace(self._tmp, self.path)
         elif os.path.exists(self._tmp):
             os.unlink(self._tmp)

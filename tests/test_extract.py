@@ -44,3 +44,22 @@ def test_bad_options_exit_2(tmp_path, capsys):
     assert rc == 2 and ".npz" in err
     rc, err = _run(["x.mp4"], capsys)
     assert rc == 2 and "--out" in err
+
+
+def test_extract_from_synthetic_video_keeps_expected_faces(tmp_path, capsys):
+    from faces import synth_cli
+
+    video = str(tmp_path / "a.mp4")
+    assert synth_cli.main(["--identity", "3", "--frames", "40", "--out", video, "--size", "192x192", "--quiet"]) == 0
+    out = str(tmp_path / "a.npz")
+    rc, err = _run([video, "--out", out, "--every", "4", "--size", "48", "--dedup", "0", "--quiet"], capsys)
+    assert rc == 0, err
+    fs = load_faceset(out)
+    assert len(fs) == 10 and fs.faces.shape[1:] == (48, 48, 3)
+    assert fs.frame_index.tolist() == list(range(0, 40, 4))
+    # ground-truth parameters of the synthetic frames travel with the faces
+    assert fs.extra["identity"].tolist() == [3] * 10
+    assert fs.extra["pose"].shape[0] == 10 and fs.extra["frame_size"].tolist() == [192, 192]
+    # the default near-duplicate filter can only drop faces, never add
+    rc, _ = _run([video, "--out", out, "--every", "4", "--size", "48", "--quiet"], capsys)
+    assert rc == 0 and 1 <= len(load_faceset(out)) <= 10
