@@ -1,14 +1,23 @@
 """`swapstream demo`: the whole chain on a fresh machine, with no arguments.
 
+Render two synthetic identities, extract their face sets, train `ae` with the cpu preset for a
+bounded time, export it to ONNX, start the server on a free loopback port, stream a clip of A
+through it, and write the swapped video, a side-by-side video, a preview PNG and the latency
+summary to out/demo/. With --a/--b it does the same with two real videos.
+
 Each stage runs the public `swapstream` subcommand in a child process, exactly as a user
 would, so the demo exercises the same contracts as scripts outside the repo and this module
 imports nothing heavy (no TensorFlow in the client).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -17,18 +26,61 @@ import numpy as np
 from faces.cliutil import ArgumentParser, run_cli
 from faces.errors import InputError
 from faces.faceset import load_faceset
+from faces.video import VideoReader
 
 IDENTITY_A, IDENTITY_B = 1, 2
+MODEL_NAME = "demo-ae"
 
 
-def _swapstream(args: list[str], log: list[str]) -> None:
-    """Run one `swapstream` subcommand; raise with its stderr tail if it fails."""
-    cmd = [sys.executable, "-m", "clients.cli", *args]
-    log.append(" ".join(["swapstream", *args]))
-    print(f"\n$ swapstream {' '.join(args)}", flush=True)
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`swapstream {args[0]}` failed with exit code {proc.returncode}")
+class Stage:
+    """Runs `swapstream` subcommands as child processes and records what ran and how long."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, float]] = []
+
+    def run(self, args: list[str]) -> None:
+        """Run one subcommand; raise with its exit code if it fails."""
+        print(f"\n$ swapstream {' '.join(args)}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "clients.cli", *args])
+        self.log.append((" ".join(["swapstream", *args]), time.perf_counter() - start))
+        if proc.returncode != 0:
+            raise RuntimeError(f"`swapstream {args[0]}` failed with exit code {proc.returncode}")
+
+
+class ServerProcess:
+    """`swapstream serve` on a free loopback port, stopped with SIGTERM like a deployment would."""
+
+    def __init__(self, models_dir: str, log_path: str) -> None:
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", "serve", "--models", models_dir, "--port", "0"],
+            stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.address = self._wait_for_address()
+        # keep draining stdout so the server never blocks on a full pipe
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def _wait_for_address(self, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("listening on "):
+                return line.split("listening on ", 1)[1].strip()
+            if not line and self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"the server did not start (exit code {self.proc.returncode}); see {self._log.name}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
 
 
 def contact_sheet(face_sets: dict[str, str], path: str, per_row: int = 12, rows: int = 2, tile: int = 64) -> None:
@@ -40,49 +92,103 @@ def contact_sheet(face_sets: dict[str, str], path: str, per_row: int = 12, rows:
         tiles = [cv2.resize(faces[i], (tile, tile), interpolation=cv2.INTER_AREA) for i in pick]
         tiles += [np.zeros((tile, tile, 3), np.uint8)] * (per_row * rows - len(tiles))
         grid = np.vstack([np.hstack(tiles[r * per_row:(r + 1) * per_row]) for r in range(rows)])
-        header = np.full((22, grid.shape[1], 3), 255, np.uint8)
-        cv2.putText(header, f"{label}: {len(faces)} faces ({os.path.basename(fs_path)})", (4, 16),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        bands += [header, grid]
+        bands += [_label_bar(f"{label}: {len(faces)} faces ({os.path.basename(fs_path)})", grid.shape[1]), grid]
     cv2.imwrite(path, np.vstack(bands))
+
+
+def _label_bar(text: str, width: int) -> np.ndarray:
+    bar = np.full((22, width, 3), 255, np.uint8)
+    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def preview(videos: dict[str, str], path: str, picks: int = 4, tile: int = 256) -> None:
+    """A PNG with one column per video (source, swapped, ...) and `picks` frames as rows."""
+    frames = {label: list(VideoReader(p)) for label, p in videos.items()}
+    n = min(len(f) for f in frames.values())
+    rows = []
+    for i in np.linspace(n // 8, n - 1, picks).astype(int):
+        rows.append(np.hstack([cv2.resize(frames[label][i], (tile, tile), interpolation=cv2.INTER_AREA)
+                               for label in videos]))
+    header = np.hstack([_label_bar(label, tile) for label in videos])
+    cv2.imwrite(path, np.vstack([header, *rows]))
 
 
 def main(argv: list[str] | None = None) -> int:
     """`swapstream demo [--a VIDEO --b VIDEO] [--out out/demo]`."""
     parser = ArgumentParser(prog="swapstream demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--a", help="video of person A (default: a synthetic identity)")
-    parser.add_argument("--b", help="video of person B (default: another synthetic identity)")
+    parser.add_argument("--a", help="video of person A, whose face is replaced (default: a synthetic identity)")
+    parser.add_argument("--b", help="video of person B, the face put in (default: another synthetic identity)")
     parser.add_argument("--out", default=os.path.join("out", "demo"), help="output folder (default out/demo)")
-    parser.add_argument("--frames", type=int, default=600, help="frames per synthetic training video")
+    parser.add_argument("--frames", type=int, default=600, help="frames per synthetic training video (default 600)")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training time for `ae` (default 6)")
+    parser.add_argument("--clip-frames", type=int, default=150, help="frames of the synthetic clip streamed (default 150)")
+    parser.add_argument("--size", type=int, default=512, help="side of the synthetic clip streamed (default 512)")
 
     def body() -> int:
         args = parser.parse_args(argv)
         if bool(args.a) != bool(args.b):
             raise InputError("give both --a and --b, or neither")
+        for video in (args.a, args.b):
+            if video and not os.path.isfile(video):
+                raise InputError(f"video {video} does not exist")
         start = time.perf_counter()
-        out = args.out
-        data = os.path.join(out, "data")
+        out, stage = args.out, Stage()
+        data, models = os.path.join(out, "data"), os.path.join(out, "models")
         os.makedirs(data, exist_ok=True)
-        log: list[str] = []
+        truth = None
         if args.a:
-            video_a, video_b = args.a, args.b
-            every = "2"
+            video_a, video_b, clip = args.a, args.b, args.a
         else:
             video_a, video_b = os.path.join(data, "a.mp4"), os.path.join(data, "b.mp4")
-            _swapstream(["synth", "--identity", str(IDENTITY_A), "--frames", str(args.frames), "--seed", "11",
-                         "--out", video_a], log)
-            _swapstream(["synth", "--identity", str(IDENTITY_B), "--frames", str(args.frames), "--seed", "22",
-                         "--out", video_b], log)
-            every = "2"
+            clip, truth = os.path.join(out, "input.mp4"), os.path.join(out, "ground_truth.mp4")
+            stage.run(["synth", "--identity", str(IDENTITY_A), "--frames", str(args.frames), "--seed", "11",
+                       "--out", video_a, "--quiet"])
+            stage.run(["synth", "--identity", str(IDENTITY_B), "--frames", str(args.frames), "--seed", "22",
+                       "--out", video_b, "--quiet"])
+            # The clip streamed through the server: new motion of A, never seen in training, and
+            # its ground truth (B making exactly A's moves) for the preview.
+            stage.run(["synth", "--identity", str(IDENTITY_A), "--frames", str(args.clip_frames), "--seed", "33",
+                       "--size", f"{args.size}x{args.size}", "--out", clip,
+                       "--truth-identity", str(IDENTITY_B), "--truth-out", truth, "--quiet"])
         set_a, set_b = os.path.join(data, "a.npz"), os.path.join(data, "b.npz")
-        _swapstream(["extract", video_a, "--out", set_a, "--every", every], log)
-        _swapstream(["extract", video_b, "--out", set_b, "--every", every], log)
-        sheet = os.path.join(out, "faces.png")
-        contact_sheet({"A": set_a, "B": set_b}, sheet)
+        stage.run(["extract", video_a, "--out", set_a, "--every", "2", "--quiet"])
+        stage.run(["extract", video_b, "--out", set_b, "--every", "2", "--quiet"])
+        contact_sheet({"A": set_a, "B": set_b}, os.path.join(out, "faces.png"))
+
+        run_dir = os.path.join(out, "run")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        stage.run(["train", "--method", "ae", "--preset", "cpu", "--a", set_a, "--b", set_b,
+                   "--out", run_dir, "--minutes", str(args.minutes)])
+        model_dir = os.path.join(models, MODEL_NAME)
+        stage.run(["export", run_dir, "--out", model_dir, "--force"])
+
+        swapped, side = os.path.join(out, "swapped.mp4"), os.path.join(out, "side_by_side.mp4")
+        server = ServerProcess(models, os.path.join(out, "server.log"))
+        try:
+            print(f"\nserver listening on {server.address}", flush=True)
+            stage.run(["stream", clip, "-o", swapped, "--model", MODEL_NAME, "--server", server.address,
+                       "--side-by-side", side, "--no-progress"])
+            stage.run(["bench", "--model", MODEL_NAME, "--server", server.address, "--streams", "1",
+                       "--frames", "60", "--size", str(args.size),
+                       "--json", os.path.join(out, "latency.json"), "--markdown", os.path.join(out, "latency.md")])
+        finally:
+            code = server.stop()
+        print(f"server stopped (exit code {code})")
+
+        columns = {"source (A)": clip, "swapped (A->B)": swapped}
+        if truth:
+            columns["ground truth (B as A)"] = truth
+        preview(columns, os.path.join(out, "preview.png"))
         took = time.perf_counter() - start
-        print(f"\ndemo finished in {took:.0f} s; wrote {sheet}")
-        for line in log:
-            print(f"  ran: {line}")
+        summary = {"seconds": round(took, 1), "stages": [{"command": c, "seconds": round(s, 1)} for c, s in stage.log],
+                   "outputs": sorted(os.listdir(out))}
+        with open(os.path.join(out, "demo.json"), "w") as fh:
+            json.dump(summary, fh, indent=2)
+        print(f"\ndemo finished in {took:.0f} s. In {out}/: swapped.mp4, side_by_side.mp4, preview.png, "
+              f"faces.png, latency.md, latency.json, demo.json")
+        for command, seconds in stage.log:
+            print(f"  {seconds:6.1f} s  {command}")
         return 0
 
     return run_cli(body, "swapstream demo")
