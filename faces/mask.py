@@ -16,14 +16,19 @@ def _ellipse(size: int, feather: float, rx: float, ry: float, cy: float) -> np.n
     sigma = max(feather * size / 2.0, 0.5)
     k = int(sigma * 3) * 2 + 1
     mask = cv2.GaussianBlur(mask, (k, k), sigma)
+    # Fade to exactly 0 over the outer 4% of the square, so pasting the crop back never shows
+    # the square's edge, whatever the radii and feather.
+    ramp = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(0.04 * size, 1.0), 0.0, 1.0)
+    mask *= np.minimum.outer(ramp, ramp).astype(np.float32)
     mask.setflags(write=False)  # cached: callers must not modify it
     return mask
 
 
-def ellipse_mask(size: int, feather: float = 0.15, rx: float = 0.34, ry: float = 0.42,
+def ellipse_mask(size: int, feather: float = 0.12, rx: float = 0.34, ry: float = 0.40,
                  cy: float = 0.52) -> np.ndarray:
     """A float32 size x size mask in 0..1: an ellipse (radii rx, ry of the side, centre at cy)
-    with a Gaussian-feathered edge (`feather` as a fraction of the side). Read-only, cached."""
+    with a Gaussian-feathered edge (`feather` as a fraction of the side), falling to 0 at the
+    square's border. Read-only, cached."""
     if size <= 0:
         raise ValueError("mask size must be positive")
     return _ellipse(int(size), float(feather), float(rx), float(ry), float(cy))

@@ -119,3 +119,9 @@ def test_video_reader_errors(tmp_path):
 def test_detector_loads_cascade_and_finds_nothing_in_noise(frame):
     assert os.path.isfile(cascade_path())
     assert HaarDetector().detect(np.zeros((100, 100, 3), np.uint8)) == []
+
+
+def test_mask_is_zero_on_the_border_whatever_the_feather():
+    for feather in (0.05, 0.15, 0.3):
+        m = ellipse_mask(48, feather=feather, ry=0.48)
+        assert m[0].max() == 0 and m[-1].max() == 0 and m[:, 0].max() == 0 and m[:, -1].max() == 0
