@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-from faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli
-from faces.errors import InputError
+# TensorFlow's C++ start-up chatter is noise on a CLI; set before anything imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from exporter.folder import check_destination  # noqa: E402
+from faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli  # noqa: E402
+from faces.errors import InputError  # noqa: E402
 
 PROG = "swapstream export"
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,9 +43,7 @@ def _parser() -> ArgumentParser:
 
 def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from exporter.export import _check_destination  # cheap checks before TensorFlow loads
-
-    _check_destination(os.path.abspath(args.out), args.force)
+    check_destination(os.path.abspath(args.out), args.force)  # cheap checks before TensorFlow loads
     if not os.path.isdir(args.run):
         raise InputError(f"run folder {args.run} does not exist")
 

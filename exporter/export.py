@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import onnx
 
 from exporter.convert import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAMES, convert_keras
 from exporter.parity import TOLERANCE, ParityResult, compare, keras_outputs, onnx_outputs, parity_faces
-from faces.errors import InputError
+from exporter.folder import check_destination, make_staging_folder, move_into_place
 from server.manifest import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
 
 EXTERNAL_DATA_FILE = MODEL_FILE + ".data"
@@ -72,13 +71,11 @@ def export_model(model, out_dir: str, spec: ExportSpec, force: bool = False,
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = os.path.abspath(out_dir)
-    _check_destination(out_dir, force)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.export-", dir=parent)
+    check_destination(out_dir, force)
+    tmp = make_staging_folder(out_dir)
     try:
         result = _export_into(model, tmp, spec, os.path.basename(out_dir), log)
-        _move_into_place(tmp, out_dir)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -201,29 +198,3 @@ def _check_dfm(path: str, spec: ExportSpec, faces, n_real, reference, has_mask: 
     got = [celeb] + ([celeb_mask] if has_mask else [])
     return compare(f"{os.path.basename(path)} {spec.precision}", want, got, TOLERANCE[spec.precision],
                    provider, n_real)
-
-
-def _check_destination(out_dir: str, force: bool) -> None:
-    if os.path.exists(out_dir):
-        if not os.path.isdir(out_dir):
-            raise InputError(f"--out {out_dir} exists and is not a folder")
-        if os.listdir(out_dir) and not force:
-            raise InputError(f"--out {out_dir} already exists and is not empty (use --force to replace it)")
-
-
-def _move_into_place(tmp: str, out_dir: str) -> None:
-    """Rename the finished folder onto `out_dir`; an existing one is swapped out, then removed."""
-    old = None
-    if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
-        os.rmdir(old)
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except BaseException:
-        if old:
-            os.rename(old, out_dir)
-        raise
-    os.chmod(out_dir, 0o755)  # mkdtemp makes 0700 folders
-    if old:
-        shutil.rmtree(old, ignore_errors=True)

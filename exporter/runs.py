@@ -52,23 +52,20 @@ def load_inference(run_dir: str, direction: str) -> InferenceSource:
         model32.set_weights(model.get_weights())
         model = model32
         note = f"note: the run trained with {policy}; exported its weights in a float32 graph"
-    margin, faces = _run_data(run_dir, direction)
-    return InferenceSource(model, method.method_name, int(config.size), margin, faces, note)
+    data = method.run_config.data
+    faces = _source_faces(run_dir, data.a if direction == "a2b" else data.b)
+    return InferenceSource(model, method.method_name, int(config.size), float(data.margin), faces, note)
 
 
-def _run_data(run_dir: str, direction: str) -> tuple[float, np.ndarray | None]:
-    """(crop margin, source-identity crops or None) from RUN/config.yaml and its face sets."""
-    from trainer.config import read_config
+def _source_faces(run_dir: str, set_path: str) -> np.ndarray | None:
+    """The source identity's crops for the parity check, or None when the face set is gone."""
+    from faces.faceset import load_faceset
 
-    data = read_config(run_dir).data
-    set_path = data.a if direction == "a2b" else data.b
     candidates = [set_path] if os.path.isabs(set_path) else [set_path, os.path.join(run_dir, set_path)]
     for path in candidates:
         if os.path.isfile(path):
-            from faces.faceset import load_faceset
-
             try:
-                return float(data.margin), load_faceset(path).faces
+                return load_faceset(path).faces
             except InputError:
-                break  # a face set that moved on since training: parity uses random crops only
-    return float(data.margin), None
+                return None  # moved on since training: parity then uses random crops only
+    return None
