@@ -56,6 +56,7 @@ def convert_keras(model: keras.Model, opset: int = DEFAULT_OPSET) -> onnx.ModelP
         raise ConversionError(f"model has {len(model.inputs)} inputs; the exporter needs exactly 1 (the face)")
     if not 1 <= len(model.outputs) <= len(OUTPUT_NAMES):
         raise ConversionError(f"model has {len(model.outputs)} outputs; expected the face and optionally a mask")
+    _check_float32(model)
     function, weights = _trace_with_weights_as_inputs(model)
     graph = _convert_op_graph(function, opset)
     weight_values = {name: np.asarray(keras.ops.convert_to_numpy(var)) for name, var in weights.items()}
@@ -64,6 +65,21 @@ def convert_keras(model: keras.Model, opset: int = DEFAULT_OPSET) -> onnx.ModelP
     _name_outputs(graph, len(model.outputs))
     _check_standard_ops(graph)
     return graph
+
+
+def _check_float32(model: keras.Model) -> None:
+    """Refuse mixed-precision graphs: their bfloat16/float16 casts would be exported as they are
+    (onnxruntime has no bfloat16 convolution on CPU) and parity is defined in float32."""
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, keras.Model):
+            stack.extend(layer.layers)
+        compute = getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        if compute not in ("float32", None):
+            raise ConversionError(
+                f"layer {layer.name!r} computes in {compute}; export a float32 copy of the network "
+                "(exporter.runs.float32_inference_model) and use --fp16 for a half-precision file")
 
 
 def _trace_with_weights_as_inputs(model: keras.Model):

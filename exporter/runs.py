@@ -41,20 +41,25 @@ def load_inference(run_dir: str, direction: str) -> InferenceSource:
 
     method = load_run(run_dir)
     config = method.config
-    model = method.inference_model(direction)
-    note = ""
-    policy = getattr(config, "dtype_policy", "float32")
-    if policy != "float32":
-        from trainer.methods import build_method
-
-        twin = build_method(method.method_name, dataclasses.replace(config, dtype_policy="float32"))
-        model32 = twin.inference_model(direction)
-        model32.set_weights(model.get_weights())
-        model = model32
-        note = f"note: the run trained with {policy}; exported its weights in a float32 graph"
+    model, note = float32_inference_model(method, direction)
     data = method.run_config.data
     faces = _source_faces(run_dir, data.a if direction == "a2b" else data.b)
     return InferenceSource(model, method.method_name, int(config.size), float(data.margin), faces, note)
+
+
+def float32_inference_model(method, direction: str):
+    """(inference model computing in float32, note). A mixed-precision method gets a float32
+    twin of its network carrying the same weights (the variables are float32 either way)."""
+    model = method.inference_model(direction)
+    policy = getattr(method.config, "dtype_policy", "float32")
+    if policy == "float32":
+        return model, ""
+    from trainer.methods import build_method
+
+    twin = build_method(method.method_name, dataclasses.replace(method.config, dtype_policy="float32"))
+    model32 = twin.inference_model(direction)
+    model32.set_weights(model.get_weights())
+    return model32, f"note: the run trained with {policy}; its weights were exported in a float32 graph"
 
 
 def _source_faces(run_dir: str, set_path: str) -> np.ndarray | None:

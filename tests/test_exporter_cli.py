@@ -12,9 +12,10 @@ import yaml
 pytest.importorskip("keras")
 
 from exporter.cli import main as export_main  # noqa: E402
-from exporter.convert import convert_keras  # noqa: E402
+from exporter.convert import ConversionError, convert_keras  # noqa: E402
 from exporter.fp16 import to_fp16  # noqa: E402
 from exporter.parity import keras_outputs, parity_faces  # noqa: E402
+from exporter.runs import float32_inference_model  # noqa: E402
 from server.manifest import load_manifest  # noqa: E402
 from tests.trainer_fixtures import make_pair  # noqa: E402
 from trainer.cli import main as train_main  # noqa: E402
@@ -108,3 +109,21 @@ def test_every_method_parity_fp32_fp16(name):
         sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
         got = sess.run(["swapped"], {"face": faces})[0]
         assert got.shape == reference.shape and np.abs(got - reference).max() <= tol
+
+
+def test_mixed_precision_method_exports_through_float32_twin():
+    """A mixed_bfloat16 run (the GPU preset's policy) exports its weights in a float32 graph."""
+    import dataclasses
+
+    cfg = dataclasses.replace(preset_config("ae", "tiny"), dtype_policy="mixed_bfloat16")
+    method = build_method("ae", cfg)
+    with pytest.raises(ConversionError, match="bfloat16"):
+        convert_keras(method.inference_model("a2b"))
+    model, note = float32_inference_model(method, "a2b")
+    assert "mixed_bfloat16" in note
+    faces, _ = parity_faces(cfg.size, n_random=16)
+    reference = keras_outputs(model, faces)[0]
+    bf16 = keras_outputs(method.inference_model("a2b"), faces)[0]
+    assert np.abs(bf16 - reference).max() < 0.05  # same weights, only the arithmetic differs
+    sess = ort.InferenceSession(convert_keras(model).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"face": faces})[0] - reference).max() <= 1e-4
