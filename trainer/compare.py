@@ -282,12 +282,13 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
         s = swap_ab.shape[1]
         t_ab = ev.resize_faces(judges.truth_ab, s)
         t_ba = ev.resize_faces(judges.truth_ba, s)
-        ssim_ab, ssim_ba = ev.ssim(swap_ab, t_ab), ev.ssim(swap_ba, t_ba)
-        psnr_ab, psnr_ba = ev.psnr(swap_ab, t_ab), ev.psnr(swap_ba, t_ba)
-        out["ssim"] = {"a2b": float(ssim_ab.mean()), "b2a": float(ssim_ba.mean()),
-                       "mean": float(0.5 * (ssim_ab.mean() + ssim_ba.mean()))}
-        out["psnr"] = {"a2b": float(psnr_ab.mean()), "b2a": float(psnr_ba.mean()),
-                       "mean": float(0.5 * (psnr_ab.mean() + psnr_ba.mean()))}
+        mask = ev.face_mask(s)
+        # "ssim"/"psnr": within the face ellipse, the part a swap is pasted back with;
+        # "*_crop": the whole square crop, background included.
+        for key, fn, m in (("ssim", ev.ssim, mask), ("psnr", ev.psnr, mask),
+                           ("ssim_crop", ev.ssim, None), ("psnr_crop", ev.psnr, None)):
+            ab, ba = fn(swap_ab, t_ab, mask=m).mean(), fn(swap_ba, t_ba, mask=m).mean()
+            out[key] = {"a2b": float(ab), "b2a": float(ba), "mean": float(0.5 * (ab + ba))}
         reg = judges.regressor
         pa, pb = reg.preservation(swap_ab, judges.pose_a), reg.preservation(swap_ba, judges.pose_b)
         out["pose"] = {"a2b": pa, "b2a": pb, "mean": 0.5 * (pa + pb),
@@ -372,11 +373,11 @@ def _reason(row: dict, best_id: float, best_pres: float, result: dict) -> str:
     parts = [f"looks like the target in {100 * result['identity']['share_judged_target']:.0f}% of held-out swaps "
              f"(P = {ident:.2f}, {_describe(ident, 0.8, 0.5)})",
              f"keeps {_describe(pres, 0.7, 0.4)} expression/pose ({pres:.2f})"]
-    if ident >= best_id - 1e-9 and pres >= best_pres - 1e-9:
+    if ident >= best_id - 1e-9 and pres >= best_pres - 1e-9 and ident >= 0.5 and pres >= 0.4:
         parts.append("best on both halves")
-    elif ident >= best_id - 1e-9:
+    elif ident >= best_id - 1e-9 and ident >= 0.5:
         parts.append("the most convincing identity")
-    elif pres >= best_pres - 1e-9:
+    elif pres >= best_pres - 1e-9 and pres >= 0.4:
         parts.append("the best at following the source")
     if ident < 0.5 and pres >= 0.7:
         parts.append("mostly copies the source instead of swapping")
@@ -422,8 +423,8 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
               "within this table only.", ""]
     head = ["method", "score", "P(target)", "preservation"]
     if synthetic:
-        head += ["SSIM vs truth", "PSNR vs truth"]
-    head += ["structure RSA", "recon. loss", "steps", "train img/s", "infer ms/face (b1)"]
+        head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]
+    head += ["structure RSA", "recon. loss", "params (M)", "steps", "train img/s", "infer ms/face (b1)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     scored = {row["method"]: row for row in ranking}
 
@@ -431,8 +432,10 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
         t = r.get("training", {})
         cells = [name, _fmt(score), _fmt(r["identity"]["mean"]), _fmt(r["preservation"])]
         if synthetic:
-            cells += [_fmt(r["ssim"]["mean"]), _fmt(r["psnr"]["mean"], 2)]
-        cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(t.get("reconstruction_loss"), 4), _fmt(t.get("steps")),
+            cells += [_fmt(r["ssim"]["mean"]), _fmt(r["psnr"]["mean"], 2), _fmt(r["ssim_crop"]["mean"])]
+        params = t.get("parameters")
+        cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(t.get("reconstruction_loss"), 4),
+                  _fmt(params / 1e6 if params else None, 2), _fmt(t.get("steps")),
                   _fmt(t.get("images_per_second"), 1),
                   _fmt(r.get("inference", {}).get("batch1_ms"), 2)]
         return "| " + " | ".join(cells) + " |"
@@ -520,8 +523,22 @@ def _jsonable(obj):
 
 # ---------------------------------------------------------------- the command
 
-def compare(args) -> int:
-    """Train, judge, report. Returns 0, or 1 when some method failed to train."""
+@dataclass
+class Comparison:
+    """Everything one comparison produced (what main() writes, and what tests inspect)."""
+
+    exit_code: int
+    split_a: Split
+    split_b: Split
+    judges: Judges
+    results: dict
+    references: dict
+    ranking: list
+    failed: dict
+
+
+def compare(args) -> Comparison:
+    """Train, judge, report. exit_code is 0, or 1 when some method failed to train or load."""
     methods = parse_methods(args.methods)
     if args.steps is not None and args.steps <= 0:
         raise InputError(f"--steps must be > 0, got {args.steps}")
@@ -539,8 +556,8 @@ def compare(args) -> int:
         if busy:
             raise InputError(f"run folder(s) {', '.join(os.path.join(runs, m) for m in busy)} already exist; "
                              "pass --reuse to keep them, or choose another --runs")
-    os.makedirs(out, exist_ok=True)
     split_a, split_b = prepare_splits(args.a, args.b, os.path.join(runs, "data"), args.holdout)
+    os.makedirs(out, exist_ok=True)
     log(f"A: {len(split_a.full)} faces ({len(split_a.test_idx)} held out), "
         f"B: {len(split_b.full)} faces ({len(split_b.test_idx)} held out); methods: {', '.join(methods)}")
 
@@ -606,10 +623,10 @@ def compare(args) -> int:
         print(f"{row['place']}. {row['method']}: score {row['score']:.3f} "
               f"(P(target) {row['identity']:.3f}, preservation {row['preservation']:.3f})")
     print(f"report: {os.path.join(out, 'report.md')}")
-    return 1 if failed else 0
+    return Comparison(1 if failed else 0, split_a, split_b, judges, results, references, ranking, failed)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`swapstream compare` entry point (exit 0 ok, 2 bad input, 1 a method failed)."""
     parser = build_parser()
-    return run_cli(lambda: compare(parser.parse_args(argv)), PROG)
+    return run_cli(lambda: compare(parser.parse_args(argv)).exit_code, PROG)

@@ -78,12 +78,14 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fa, fb
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Structural similarity of each pair of faces, shape (N,); take `.mean()` for the set.
 
     Same definition as `tf.image.ssim(a, b, max_val=1.0)` on 0..1 images (uint8 input is
     scaled to 0..1 first, so max_val is always 1): 11x11 Gaussian window, sigma 1.5,
-    'valid' borders, K1 0.01, K2 0.03, averaged over pixels and channels.
+    'valid' borders, K1 0.01, K2 0.03, averaged over pixels and channels. With `mask`
+    (S x S, 0..1) the SSIM map is averaged with those weights instead (e.g. the face ellipse,
+    the part of the crop a swap is pasted back with).
     """
     fa, fb = _pair(a, b)
     if fa.shape[1] < 11 or fa.shape[2] < 11:
@@ -92,27 +94,39 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     win = g @ g.T
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     r = 5
+    weights = None
+    if mask is not None:
+        weights = np.asarray(mask, np.float64)[r:-r, r:-r, None] * np.ones((1, 1, fa.shape[3]))
+
+    def blur(img: np.ndarray) -> np.ndarray:
+        return cv2.filter2D(img, -1, win, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
+
     out = np.empty(len(fa))
     for i, (x, y) in enumerate(zip(fa, fb)):
-        def blur(img: np.ndarray) -> np.ndarray:
-            return cv2.filter2D(img, -1, win, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
         mx, my = blur(x), blur(y)
         sxx = blur(x * x) - mx * mx
         syy = blur(y * y) - my * my
         sxy = blur(x * y) - mx * my
         lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
         cs = (2 * sxy + c2) / (sxx + syy + c2)
-        out[i] = float((lum * cs).mean())
+        smap = lum * cs
+        out[i] = float(smap.mean() if weights is None else (smap * weights).sum() / weights.sum())
     return out
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Peak signal-to-noise ratio (dB, peak 1.0 on the 0..1 scale) of each pair, shape (N,).
 
-    Identical faces give PSNR_CAP_DB (100 dB) instead of infinity.
+    Identical faces give PSNR_CAP_DB (100 dB) instead of infinity. With `mask` (S x S, 0..1)
+    the squared error is averaged with those weights.
     """
     fa, fb = _pair(a, b)
-    mse = ((fa - fb) ** 2).reshape(len(fa), -1).mean(axis=1)
+    sq = (fa - fb) ** 2
+    if mask is None:
+        mse = sq.reshape(len(fa), -1).mean(axis=1)
+    else:
+        w = np.asarray(mask, np.float64)[None, :, :, None]
+        mse = (sq * w).sum(axis=(1, 2, 3)) / (w.sum() * fa.shape[3])
     with np.errstate(divide="ignore"):
         val = 10.0 * np.log10(1.0 / np.maximum(mse, 1e-30))
     return np.minimum(val, PSNR_CAP_DB)
@@ -146,10 +160,15 @@ def holdout_split(n: int, fraction: float = 0.2, blocks: int = 20) -> tuple[np.n
 
 # ---------------------------------------------------------------- identity classifier
 
+def face_mask(size: int) -> np.ndarray:
+    """The face ellipse the judges and the masked SSIM/PSNR look at (float32 S x S, 0..1)."""
+    return ellipse_mask(size, feather=0.1, rx=0.36, ry=0.44)
+
+
 def _face_only(faces: np.ndarray, size: int) -> np.ndarray:
     """float32 faces at `size`, outside the face ellipse replaced by mid grey."""
     f = as_float(resize_faces(as_uint8(faces), size))
-    m = ellipse_mask(size, feather=0.1, rx=0.36, ry=0.44)[None, :, :, None]
+    m = face_mask(size)[None, :, :, None]
     return f * m + 0.5 * (1.0 - m)
 
 

@@ -1,0 +1,178 @@
+"""`swapstream compare` and its metrics, on tiny synthetic face sets from the real synth + extract.
+
+The metrics are pinned down by cases whose answer is known: the ground truth against itself,
+a "swap" that returns its source unchanged, an untrained network against a trained one.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from faces.extract import main as extract_main
+from faces.faceset import load_faceset
+from faces.synth_cli import main as synth_main
+from trainer import compare as cmp
+from trainer import evaluate as ev
+
+ID_A, ID_B = 1, 2
+FRAMES, FRAME_SIZE, CROP = 70, "128x128", 32  # 32 px: the trainer's tiny preset
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    """Face sets of two synthetic people (different motion, light and background per clip)."""
+    folder = tmp_path_factory.mktemp("compare_sets")
+    paths = {}
+    for name, ident, seed in (("a", ID_A, 11), ("b", ID_B, 22)):
+        video = str(folder / f"{name}.mp4")
+        assert synth_main(["--identity", str(ident), "--frames", str(FRAMES), "--seed", str(seed),
+                           "--size", FRAME_SIZE, "--out", video, "--quiet"]) == 0
+        paths[name] = str(folder / f"{name}.npz")
+        assert extract_main([video, "--out", paths[name], "--every", "1", "--size", str(CROP), "--quiet"]) == 0
+    return paths
+
+
+@pytest.fixture(scope="module")
+def comparison(sets, tmp_path_factory):
+    """One real comparison (the code path of `swapstream compare`): two methods, a handful of
+    steps, tiny preset. Returns (report folder, Comparison)."""
+    out = tmp_path_factory.mktemp("compare_report") / "report"
+    args = cmp.build_parser().parse_args(["--a", sets["a"], "--b", sets["b"], "--out", str(out),
+                                          "--methods", "ae,vae", "--steps", str(STEPS), "--preset", "tiny"])
+    result = cmp.compare(args)
+    assert result.exit_code == 0, result.failed
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def report(comparison):
+    return comparison[0]
+
+
+@pytest.fixture(scope="module")
+def judges(comparison):
+    c = comparison[1]
+    return c.split_a, c.split_b, c.judges
+
+
+def test_ssim_matches_tensorflow_and_psnr_is_capped():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-50, 50, a.shape), 0, 255).astype(np.uint8)
+    want = tf.image.ssim(tf.constant(a / 255.0, tf.float32), tf.constant(b / 255.0, tf.float32), max_val=1.0)
+    np.testing.assert_allclose(ev.ssim(a, b), want.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ev.ssim(a, b), ev.ssim(a / 255.0, b / 255.0), atol=1e-9)  # uint8 == 0..1
+    assert np.all(ev.psnr(a, a) == ev.PSNR_CAP_DB)
+    np.testing.assert_allclose(ev.psnr(a, b), tf.image.psnr(a, b, 255).numpy(), atol=1e-3)
+    with pytest.raises(ValueError):
+        ev.ssim(a, b[:2])
+
+
+def test_holdout_split_is_disjoint_spread_and_deterministic():
+    train, test = ev.holdout_split(100, 0.2)
+    assert len(set(train) & set(test)) == 0 and len(train) + len(test) == 100
+    assert 15 <= len(test) <= 25
+    assert test.min() < 50 < test.max(), "held-out faces come from all over the clip"
+    assert np.array_equal(test, ev.holdout_split(100, 0.2)[1])
+
+
+def test_ground_truth_scored_against_itself_is_perfect(sets):
+    fs_a = load_faceset(sets["a"])
+    fs_a.source = cmp.resolve_sources(fs_a.source, sets["a"])
+    truth = ev.ground_truth_faces(fs_a, ID_B)
+    assert truth.shape == fs_a.faces.shape and truth.dtype == np.uint8
+    assert np.allclose(ev.ssim(truth, truth), 1.0)
+    assert np.all(ev.psnr(truth, truth) == ev.PSNR_CAP_DB)
+    # The re-render is cut exactly like extract cut the video: A's own "ground truth" is its
+    # source face (up to the video codec), B's is clearly another face.
+    assert ev.ssim(ev.ground_truth_faces(fs_a, ID_A), fs_a.faces).mean() > 0.9
+    assert ev.ssim(truth, fs_a.faces).mean() < 0.75
+
+
+def test_source_copy_scores_clearly_lower_than_the_ground_truth(judges):
+    split_a, split_b, j = judges
+    assert j.synthetic and j.classifier.accuracy >= 0.9
+    src_a, src_b = split_a.test.faces, split_b.test.faces
+    copy = cmp.judge_swaps(j, src_a, src_a, src_b, src_b)
+    truth = cmp.judge_swaps(j, src_a, j.truth_ab, src_b, j.truth_ba)
+    assert truth["ssim"]["mean"] > 0.999
+    assert copy["ssim"]["mean"] < truth["ssim"]["mean"] - 0.3
+    assert copy["identity"]["mean"] < 0.2 < 0.8 < truth["identity"]["mean"]
+    # Both keep the source's expression and pose: the pose judge says so for each.
+    assert truth["pose"]["mean"] > 0.3 and copy["pose"]["mean"] > 0.3
+    # A face that ignores the source (B's own held-out faces, paired with A's poses) does not.
+    n = min(len(src_a), len(src_b))
+    other = cmp.judge_swaps(j, src_a[:n], src_b[:n], src_b[:n], src_a[:n])
+    assert other["pose"]["a2b"] < truth["pose"]["a2b"] - 0.3
+
+
+def test_untrained_model_scores_clearly_lower_than_trained(report, judges):
+    from trainer.methods import build_method
+    from trainer.runs import load_run
+
+    split_a, split_b, j = judges
+    trained = load_run(str(report / "runs" / "ae"))
+    untrained = build_method("ae", trained.config, seed=1)
+    scores = {}
+    for name, model in (("trained", trained), ("untrained", untrained)):
+        src_a = ev.as_float(split_a.test.faces)
+        src_b = ev.as_float(split_b.test.faces)
+        ab = model.inference_model("a2b").predict(src_a, verbose=0)
+        ba = model.inference_model("b2a").predict(src_b, verbose=0)
+        scores[name] = cmp.judge_swaps(j, src_a, ab, src_b, ba)
+    assert scores["trained"]["ssim"]["mean"] > scores["untrained"]["ssim"]["mean"] + 0.1
+    assert scores["trained"]["psnr"]["mean"] > scores["untrained"]["psnr"]["mean"] + 2.0
+
+
+def test_compare_writes_grid_metrics_and_report(report):
+    for name in ("grid.png", "metrics.json", "report.md"):
+        assert (report / name).is_file(), name
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"ae", "vae"} and not metrics["failed"]
+    assert [row["place"] for row in metrics["ranking"]] == [1, 2]
+    for m in ("ae", "vae"):
+        r = metrics["methods"][m]
+        assert 0.0 <= r["identity"]["mean"] <= 1.0 and 0.0 <= r["preservation"] <= 1.0
+        assert -1.0 <= r["ssim"]["mean"] <= 1.0 and r["training"]["steps"] == STEPS
+        assert r["training"]["images_per_second"] > 0 and r["inference"]["batch1_ms"] > 0
+    assert metrics["references"]["ground truth"]["ssim"]["mean"] > 0.999
+    grid = cv2.imread(str(report / "grid.png"))
+    rows = 2 * 4  # 4 held-out faces of A and of B
+    cols = 1 + 1 + 2  # source, truth, two methods
+    assert grid.shape[0] > rows * cmp.GRID_CELL and grid.shape[1] > cols * cmp.GRID_CELL
+    text = (report / "report.md").read_text()
+    assert "| **ae** |" in text and "| **vae** |" in text and "## Ranking" in text
+    assert "1. **" in text and "2. **" in text
+
+
+def test_existing_runs_are_not_clobbered_without_reuse(report, sets, capsys):
+    args = ["--a", sets["a"], "--b", sets["b"], "--out", str(report), "--methods", "ae",
+            "--steps", str(STEPS), "--preset", "tiny"]
+    assert cmp.main(args) == 2  # run folders exist: refuse without --reuse
+    assert "--reuse" in capsys.readouterr().err
+    assert (report / "runs" / "ae" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "ae,nope"], "unknown method"),
+    (["--steps", "0"], "--steps"),
+    (["--steps", "3", "--minutes-per-method", "1"], "not allowed"),
+])
+def test_bad_arguments_exit_2(sets, tmp_path, capsys, extra, message):
+    rc = cmp.main(["--a", sets["a"], "--b", sets["b"], "--out", str(tmp_path / "r"), *extra])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "r" / "report.md")
+
+
+def test_missing_face_set_exits_2(sets, tmp_path, capsys):
+    rc = cmp.main(["--a", str(tmp_path / "missing.npz"), "--b", sets["b"], "--out", str(tmp_path / "r"),
+                   "--steps", "5"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
