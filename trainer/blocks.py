@@ -1,0 +1,50 @@
+"""Network building blocks shared by the method builders.
+
+Only layers that tf2onnx converts cleanly: Conv2D, Conv2DTranspose, Dense, Reshape, Flatten,
+LeakyReLU, Activation, GroupNormalization, Add, and pixel shuffle via `ops.depth_to_space`.
+Every builder takes the dtype policy explicitly ("float32" or "mixed_bfloat16"); there is no
+global mixed-precision switch.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+def conv_down(x, filters: int, dtype: str, kernel: int = 5, name: str | None = None):
+    """Strided 5x5 convolution (halves H and W) + LeakyReLU(0.1): the deepfakes encoder step."""
+    x = layers.Conv2D(filters, kernel, strides=2, padding="same", dtype=dtype, name=name)(x)
+    return layers.LeakyReLU(0.1, dtype=dtype)(x)
+
+
+def upscale(x, filters: int, dtype: str, name: str | None = None):
+    """Pixel-shuffle upscale (doubles H and W): 3x3 conv to 4*filters, LeakyReLU, depth_to_space."""
+    x = layers.Conv2D(filters * 4, 3, padding="same", dtype=dtype, name=name)(x)
+    x = layers.LeakyReLU(0.1, dtype=dtype)(x)
+    return ops.depth_to_space(x, 2)
+
+
+def instance_norm(dtype: str, name: str | None = None):
+    """Instance normalisation: GroupNormalization with one group per channel."""
+    return layers.GroupNormalization(groups=-1, epsilon=1e-5, dtype=dtype, name=name)
+
+
+def resnet_block(x, filters: int, dtype: str):
+    """CycleGAN residual block: conv3x3-IN-ReLU-conv3x3-IN + skip."""
+    y = layers.Conv2D(filters, 3, padding="same", dtype=dtype)(x)
+    y = instance_norm(dtype)(y)
+    y = layers.Activation("relu", dtype=dtype)(y)
+    y = layers.Conv2D(filters, 3, padding="same", dtype=dtype)(y)
+    y = instance_norm(dtype)(y)
+    return layers.Add(dtype=dtype)([x, y])
+
+
+def to_image(x, dtype: str, activation: str = "sigmoid", kernel: int = 5, name: str | None = None):
+    """Final 3-channel convolution; computed in float32 even under mixed precision."""
+    x = layers.Conv2D(3, kernel, padding="same", dtype=dtype, name=name)(x)
+    return layers.Activation(activation, dtype="float32")(x)
+
+
+def count_params(model: keras.Model) -> int:
+    """Number of scalar weights (trainable and not) in a built model."""
+    return int(sum(int(ops.size(w)) for w in model.weights))

@@ -1,0 +1,75 @@
+"""`swapstream train`: train one method on two face sets into a run folder.
+
+    swapstream train --method M --a SET_A.npz --b SET_B.npz --out RUN
+                     [--preset tiny|cpu|gpu] [--size PX] [--steps N | --minutes T] [--batch B]
+                     [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
+                     [--checkpoint-every N] [--keep K] [--lr LR] [--seed S]
+
+Run folder: config.yaml (resolved config), checkpoints/, previews/, logs/ (TensorBoard),
+summary.json. `--steps` is the run's total: `--resume` continues up to it from the last
+checkpoint with the same step count and optimizer state. Exit codes: 0 ok, 2 bad input
+(missing or mismatched face sets, a size the network cannot take, a diverged loss, a damaged or
+foreign checkpoint), 1 anything else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+from faces.cliutil import ArgumentParser, run_cli
+from faces.errors import InputError
+
+PROG = "swapstream train"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Train a face-swap method on two face sets.")
+    p.add_argument("--method", help="ae | vae | conv-vae | vae-gan | cyclegan")
+    p.add_argument("--a", help="face set of identity A (.npz from `swapstream extract`)")
+    p.add_argument("--b", help="face set of identity B")
+    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--preset", default="cpu", help="network size preset: tiny | cpu | gpu (default cpu)")
+    p.add_argument("--size", type=int, help="training image size in pixels (default: the preset's)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="total training steps of the run")
+    budget.add_argument("--minutes", type=float, help="train for this many minutes (this session)")
+    p.add_argument("--batch", type=int, help="faces of each identity per step (default: preset's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--distribute", default="none", help="none | mirrored | multiworker (TF_CONFIG)")
+    p.add_argument("--logical-cpus", type=int, default=0,
+                   help="split the CPU into N devices (test mirrored training without GPUs)")
+    p.add_argument("--log-every", type=int, help="steps per logged loss window (default 50)")
+    p.add_argument("--preview-every", type=int, help="steps between preview grids (default 500)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--keep", type=int, help="checkpoints to keep (default 3)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `swapstream train`; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+    return run_cli(lambda: _train(build_parser().parse_args(argv)), PROG)
+
+
+def _train(args) -> int:
+    from trainer.session import TrainRequest, train_run
+
+    request = TrainRequest(
+        out=args.out, method=args.method, a=args.a, b=args.b, preset=args.preset, size=args.size,
+        steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
+        resume=args.resume, distribute=args.distribute, logical_cpus=args.logical_cpus,
+        log_every=args.log_every, preview_every=args.preview_every,
+        checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress)
+    summary = train_run(request)
+    if summary.get("chief", True):
+        print(f"{PROG}: {summary['method']} step {summary['step']} "
+              f"({summary['images_per_second']:.1f} images/s); run folder {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The resolved run configuration: what config.yaml in a run folder holds.
+
+    RunConfig(method, preset, model=<the method's config dataclass>, train=TrainConfig,
+              data=DataConfig, augment=AugmentConfig)
+
+All are frozen dataclasses; `to_dict`/`from_dict` convert to and from plain YAML-able dicts, and
+`from_dict` rejects unknown or missing keys with an InputError that names them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from faces.errors import InputError
+from trainer.data import AugmentConfig
+from trainer.methods import config_class
+
+CONFIG_FILE = "config.yaml"
+DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule and bookkeeping."""
+
+    batch_size: int = 16
+    steps: int | None = None  # total steps of the run (a resumed run continues up to it)
+    minutes: float | None = None  # wall-clock budget of one training session
+    log_every: int = 50  # window (steps) over which logged losses are averaged
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    keep: int = 3
+    seed: int = 0
+    distribute: str = "none"
+    logical_cpus: int = 0  # split the host CPU into N logical devices (to test mirrored on CPU)
+
+    def validate(self) -> None:
+        for name in ("batch_size", "log_every", "checkpoint_every", "preview_every", "keep"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.steps is None and self.minutes is None:
+            raise InputError("give --steps N or --minutes T")
+        if self.steps is not None and self.steps <= 0:
+            raise InputError(f"--steps must be > 0, got {self.steps}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise InputError(f"--minutes must be > 0, got {self.minutes}")
+        if self.distribute not in DISTRIBUTE_CHOICES:
+            raise InputError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The face sets and how they were cut (the exporter and server need the margin)."""
+
+    a: str
+    b: str
+    margin: float
+    faces_a: int
+    faces_b: int
+    source_size_a: int
+    source_size_b: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str
+    preset: str
+    model: object  # the method's frozen config dataclass
+    train: TrainConfig
+    data: DataConfig
+    augment: AugmentConfig
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """Plain dict (tuples as lists) for YAML."""
+    def plain(obj):
+        d = dataclasses.asdict(obj)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    return {"method": cfg.method, "preset": cfg.preset, "model": plain(cfg.model),
+            "train": plain(cfg.train), "data": plain(cfg.data), "augment": plain(cfg.augment)}
+
+
+def _build(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    missing = [n for n, f in fields.items() if n not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except TypeError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def from_dict(d: dict, where: str = CONFIG_FILE) -> RunConfig:
+    """RunConfig from a dict read from config.yaml (InputError naming any bad key)."""
+    if not isinstance(d, dict):
+        raise InputError(f"{where} does not hold a mapping")
+    for key in ("method", "preset", "model", "train", "data", "augment"):
+        if key not in d:
+            raise InputError(f"{where} lacks '{key}'")
+    model = _build(config_class(d["method"]), d["model"], f"{where} model")
+    model.validate()
+    return RunConfig(d["method"], d["preset"], model,
+                     _build(TrainConfig, d["train"], f"{where} train"),
+                     _build(DataConfig, d["data"], f"{where} data"),
+                     _build(AugmentConfig, d["augment"], f"{where} augment"))
+
+
+def read_config(run_dir: str) -> RunConfig:
+    """Load RUN/config.yaml (InputError if missing or malformed)."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise InputError(f"{run_dir} is not a training run: {CONFIG_FILE} is missing")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            d = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {exc}") from exc
+    return from_dict(d, path)

@@ -1,0 +1,252 @@
+"""One training session: `fit()` with the callbacks that run the run folder.
+
+Keras "epochs" are used as logging windows of `log_every` steps (the loss trackers reset at each
+window, so logged losses are window means). The global step is the method's optimizer iteration
+count, restored from checkpoints, so checkpoints, previews and TensorBoard steps continue across
+resumed sessions.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+from tqdm import tqdm
+
+from trainer import checkpoints, preview
+from trainer.checkpoints import TrainingDiverged
+
+PREVIEW_DIR = "previews"
+LOG_DIR = "logs"
+
+
+@dataclass
+class SessionResult:
+    """What one session did (feeds summary.json)."""
+
+    start_step: int
+    end_step: int
+    seconds: float
+    steady_seconds: float  # wall time of the steps after the first (graph tracing excluded)
+    steady_steps: int
+    images_per_step: int
+    stop_reason: str
+    final_losses: dict = field(default_factory=dict)
+    checkpoint_step: int | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.steady_steps * self.images_per_step / self.steady_seconds if self.steady_seconds else 0.0
+
+    @property
+    def seconds_per_step(self) -> float:
+        return self.steady_seconds / self.steady_steps if self.steady_steps else 0.0
+
+
+def scalar(value) -> float:
+    """A log value as float (multi-worker runs give length-1 arrays, see SwapMethod.metric_logs)."""
+    return float(np.asarray(value, dtype=np.float64).reshape(-1)[0])
+
+
+class StepBudget(keras.callbacks.Callback):
+    """Stop at a total step count or a wall-clock deadline; time the steps."""
+
+    def __init__(self, target_steps: int | None, deadline: float | None) -> None:
+        super().__init__()
+        self.target_steps, self.deadline = target_steps, deadline
+        self.reason = "steps"
+        self.first_step_end: float | None = None
+        self.last_step_end: float | None = None
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        self.steps += 1
+        if self.first_step_end is None:
+            self.first_step_end = now
+        self.last_step_end = now
+        if self.target_steps is not None and self.model.step >= self.target_steps:
+            self.reason, self.model.stop_training = "steps", True
+        elif self.deadline is not None and time.time() >= self.deadline:
+            self.reason, self.model.stop_training = "minutes", True
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop as soon as a logged loss is NaN or infinite (the step's weights are not saved)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged_at: int | None = None
+        self.bad: dict = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {k: scalar(v) for k, v in (logs or {}).items() if not math.isfinite(scalar(v))}
+        if bad and self.diverged_at is None:
+            self.diverged_at, self.bad = self.model.step, bad
+            self.model.stop_training = True
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Checkpoint every N steps and at the end of the session (unless training diverged)."""
+
+    def __init__(self, run_dir, every, keep, guard: DivergenceGuard, chief) -> None:
+        super().__init__()
+        self.run_dir, self.every, self.keep = run_dir, every, keep
+        self.guard, self.chief = guard, chief
+        self.last_saved: int | None = None
+
+    def save(self) -> None:
+        meta = checkpoints.save_checkpoint(self.model, self.run_dir, self.keep, self.chief)
+        self.last_saved = self.model.step if meta is None else meta["step"]
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.guard.diverged_at is None and self.model.step % self.every == 0:
+            self.save()
+
+    def on_train_end(self, logs=None):
+        if self.guard.diverged_at is None and self.last_saved != self.model.step:
+            self.save()
+
+
+class Previewer(keras.callbacks.Callback):
+    """Write RUN/previews/step-XXXXXXXX.png and preview.png every N steps and at the end."""
+
+    def __init__(self, run_dir, faces_a, faces_b, every, guard: DivergenceGuard) -> None:
+        super().__init__()
+        self.folder = os.path.join(run_dir, PREVIEW_DIR)
+        self.faces_a, self.faces_b, self.every, self.guard = faces_a, faces_b, every, guard
+        self.last: int | None = None
+
+    def write(self) -> None:
+        grid = preview.preview_grid(self.model, self.faces_a, self.faces_b)
+        step = self.model.step
+        preview.write_png(os.path.join(self.folder, f"step-{step:08d}.png"), grid)
+        preview.write_png(os.path.join(self.folder, "preview.png"), grid)
+        self.last = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.guard.diverged_at is None and self.model.step % self.every == 0:
+            self.write()
+
+    def on_train_end(self, logs=None):
+        if self.guard.diverged_at is None and self.last != self.model.step:
+            self.write()
+
+
+# Scalar summaries through core TF's tf.summary.write: tf.summary.scalar lives in the
+# `tensorboard` package, which a training box need not have (TensorBoard itself reads these).
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+
+
+def write_scalar(tag: str, value: float) -> None:
+    """One TensorBoard scalar at the default writer's step."""
+    tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
+
+
+class ScalarLogger(keras.callbacks.Callback):
+    """TensorBoard scalars (window-mean losses, images/s) at the global step; keeps the last logs."""
+
+    def __init__(self, log_dir: str | None, images_per_step: int) -> None:
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir) if log_dir else None
+        self.images_per_step = images_per_step
+        self.window_start = time.perf_counter()
+        self.window_steps = 0
+        self.last_logs: dict = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.window_steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        logs = {k: scalar(v) for k, v in (logs or {}).items()}
+        self.last_logs = dict(logs)
+        if self.window_steps:
+            logs["images_per_second"] = self.window_steps * self.images_per_step / (now - self.window_start)
+        if self.writer is not None:
+            with self.writer.as_default(step=self.model.step):
+                for k, v in logs.items():
+                    if math.isfinite(v):
+                        write_scalar(k, v)
+            self.writer.flush()
+        self.window_start, self.window_steps = now, 0
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Progress(keras.callbacks.Callback):
+    """A tqdm bar over the global step with the current window's mean losses."""
+
+    def __init__(self, start_step: int, target_steps: int | None, enabled: bool) -> None:
+        super().__init__()
+        self.bar = tqdm(initial=start_step, total=target_steps, unit="step", disable=not enabled,
+                        dynamic_ncols=True, mininterval=1.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        if batch % 10 == 0 and logs:
+            self.bar.set_postfix({k: f"{scalar(v):.4f}" for k, v in logs.items()}, refresh=False)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """What a session should do (from the run config and the command line)."""
+
+    run_dir: str
+    target_steps: int | None
+    minutes: float | None
+    log_every: int
+    checkpoint_every: int
+    preview_every: int
+    keep: int
+    images_per_step: int
+    chief: bool = True
+    progress: bool = True
+
+
+def run_session(method, dataset: tf.data.Dataset, plan: SessionPlan, preview_a: np.ndarray,
+                preview_b: np.ndarray, extra_callbacks: list | None = None) -> SessionResult:
+    """Train `method` (compiled, optionally restored) until the step target or the deadline.
+
+    Raises TrainingDiverged after writing nothing for the bad step if a loss goes NaN/inf; the
+    last good checkpoint stays the newest one.
+    """
+    start_step = method.step
+    started = time.time()
+    deadline = started + plan.minutes * 60 if plan.minutes else None
+    budget = StepBudget(plan.target_steps, deadline)
+    guard = DivergenceGuard()
+    ckpt = Checkpointer(plan.run_dir, plan.checkpoint_every, plan.keep, guard, plan.chief)
+    callbacks = [guard, budget, ckpt]
+    if plan.chief:
+        callbacks.append(Previewer(plan.run_dir, preview_a, preview_b, plan.preview_every, guard))
+    scalars = ScalarLogger(os.path.join(plan.run_dir, LOG_DIR) if plan.chief else None,
+                           plan.images_per_step)
+    callbacks += [scalars, Progress(start_step, plan.target_steps, plan.progress and plan.chief)]
+    callbacks += extra_callbacks or []
+    if plan.target_steps is not None and start_step >= plan.target_steps:
+        return SessionResult(start_step, start_step, 0.0, 0.0, 0, plan.images_per_step, "steps")
+    first_window = start_step // plan.log_every
+    method.fit(dataset, initial_epoch=first_window, epochs=first_window + 10**9,
+               steps_per_epoch=plan.log_every, callbacks=callbacks, verbose=0, shuffle=False)
+    if guard.diverged_at is not None:
+        losses = ", ".join(f"{k}={v}" for k, v in guard.bad.items())
+        last = checkpoints.latest_checkpoint(plan.run_dir) if plan.chief else None
+        kept = f"the last good checkpoint (step {last['step']}) is kept" if last else "no checkpoint was written"
+        raise TrainingDiverged(f"training diverged at step {guard.diverged_at} ({losses}); stopped; "
+                               f"{kept}; try a lower learning rate (--lr)")
+    steady_steps = max(budget.steps - 1, 0)
+    steady = (budget.last_step_end - budget.first_step_end) if steady_steps else 0.0
+    return SessionResult(start_step, method.step, time.time() - started, steady, steady_steps,
+                         plan.images_per_step, budget.reason, scalars.last_logs, ckpt.last_saved)

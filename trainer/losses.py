@@ -1,0 +1,81 @@
+"""Loss terms shared by the methods: masked L1, DSSIM, KL divergence, LSGAN and BCE-GAN terms.
+
+All take float32 images in 0..1, NHWC, and return a scalar averaged over the batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def face_weight_map(size: int, face_weight: float) -> np.ndarray:
+    """Per-pixel loss weights (S, S, 1): 1 at the border, `face_weight` on a soft central ellipse.
+
+    Crops from `extract` put the face in the middle with a margin around it; weighting the
+    centre makes the networks spend their capacity on the face rather than on background.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = (size - 1) / 2.0
+    # Ellipse a little taller than wide, covering roughly the detected face box.
+    r = np.sqrt(((xx - c) / (0.36 * size)) ** 2 + ((yy - c) / (0.44 * size)) ** 2)
+    inside = np.clip((1.15 - r) / 0.3, 0.0, 1.0)  # 1 inside, feathered edge
+    weights = 1.0 + (face_weight - 1.0) * inside
+    return weights[:, :, None].astype(np.float32)
+
+
+def weighted_l1(y_true, y_pred, weights) -> tf.Tensor:
+    """Mean absolute error with per-pixel weights (weights: S x S x 1)."""
+    w = tf.convert_to_tensor(weights)
+    err = tf.reduce_sum(tf.abs(y_true - y_pred) * w, axis=[1, 2, 3])
+    return tf.reduce_mean(err / (tf.reduce_sum(w) * 3.0))
+
+
+def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:
+    ax = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
+    g = np.exp(-(ax**2) / (2 * sigma**2))
+    k = np.outer(g, g)
+    k /= k.sum()
+    return np.tile(k[:, :, None, None], (1, 1, 3, 1)).astype(np.float32)  # depthwise, 3 channels
+
+
+def ssim_window(image_size: int) -> int:
+    """SSIM window: the usual 11 px, smaller for tiny test images."""
+    return 11 if image_size >= 64 else 7
+
+
+def weighted_dssim(y_true, y_pred, weights, window: int = 11) -> tf.Tensor:
+    """(1 - SSIM) / 2, with the SSIM map averaged under `weights` (valid region only)."""
+    kernel = tf.constant(_gaussian_kernel(window, 1.5))
+
+    def blur(x):
+        return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="VALID")
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(y_true), blur(y_pred)
+    sxx = blur(y_true * y_true) - mu_x * mu_x
+    syy = blur(y_pred * y_pred) - mu_y * mu_y
+    sxy = blur(y_true * y_pred) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    ssim = tf.reduce_mean(ssim, axis=-1, keepdims=True)
+    half = (window - 1) // 2
+    w = tf.convert_to_tensor(weights)[half:-half, half:-half, :]
+    mean_ssim = tf.reduce_sum(ssim * w, axis=[1, 2, 3]) / tf.reduce_sum(w)
+    return tf.reduce_mean((1.0 - mean_ssim) / 2.0)
+
+
+def kl_divergence(mu, logvar) -> tf.Tensor:
+    """KL(q(z|x) || N(0, I)) summed over latent dimensions, averaged over the batch."""
+    kl = -0.5 * tf.reduce_sum(1.0 + logvar - tf.square(mu) - tf.exp(logvar), axis=-1)
+    return tf.reduce_mean(kl)
+
+
+def lsgan_loss(pred, target_is_real: bool) -> tf.Tensor:
+    """Least-squares GAN loss (Mao et al. 2017): mean (D(x) - 1)^2 for real, D(x)^2 for fake."""
+    target = 1.0 if target_is_real else 0.0
+    return tf.reduce_mean(tf.square(pred - target))
+
+
+def bce_gan_loss(logits, target_is_real: bool) -> tf.Tensor:
+    """Binary cross-entropy on discriminator logits (the non-saturating GAN loss)."""
+    labels = tf.ones_like(logits) if target_is_real else tf.zeros_like(logits)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))

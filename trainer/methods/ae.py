@@ -1,0 +1,141 @@
+"""`ae`: the classic face-swap autoencoder (one shared encoder, one decoder per identity).
+
+Training reconstructs each identity through its own decoder; the swap A->B is
+decoder_B(encoder(face_A)): the shared code carries pose and expression, the decoder paints the
+identity. Loss per identity: l1_weight * L1 + dssim_weight * DSSIM, both weighted toward the face
+centre (face_weight). Architecture after deepfakes/faceswap's "original" model, scaled by config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from faces.errors import InputError
+from trainer import losses
+from trainer.blocks import conv_down, to_image, upscale
+from trainer.methods.base import SwapMethod, check_positive, check_size_multiple
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    """Autoencoder hyper-parameters. The encoder halves the image len(encoder_filters) times."""
+
+    size: int = 64
+    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 256
+    bottleneck_filters: int = 256
+    decoder_filters: tuple[int, ...] = (128, 64, 32)
+    l1_weight: float = 1.0
+    dssim_weight: float = 1.0
+    face_weight: float = 3.0
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    dtype_policy: str = "float32"
+    jit_compile: bool = False
+
+    def validate(self) -> None:
+        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
+                              "decoder_filters", "learning_rate"))
+        check_size_multiple(self.size, len(self.encoder_filters), "ae")
+        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
+            raise InputError("decoder_filters needs one entry fewer than encoder_filters "
+                             "(the encoder ends with one upscale)")
+
+
+PRESETS = {
+    "tiny": AEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
+                     decoder_filters=(16, 8), learning_rate=1e-3),
+    "cpu": AEConfig(),
+    "gpu": AEConfig(size=128, encoder_filters=(128, 256, 512, 1024), latent_dim=512,
+                    bottleneck_filters=512, decoder_filters=(512, 256, 128),
+                    learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
+}
+
+
+def build_encoder(cfg: AEConfig) -> keras.Model:
+    """Face (S,S,3) -> code map (2s, 2s, bottleneck) with s = S / 2^len(encoder_filters)."""
+    s = cfg.size // 2 ** len(cfg.encoder_filters)
+    face = keras.Input((cfg.size, cfg.size, 3), name="face")
+    x = face
+    for f in cfg.encoder_filters:
+        x = conv_down(x, f, cfg.dtype_policy)
+    x = layers.Flatten(dtype=cfg.dtype_policy)(x)
+    x = layers.Dense(cfg.latent_dim, dtype=cfg.dtype_policy, name="latent")(x)
+    x = layers.Dense(s * s * cfg.bottleneck_filters, dtype=cfg.dtype_policy)(x)
+    x = layers.Reshape((s, s, cfg.bottleneck_filters), dtype=cfg.dtype_policy)(x)
+    x = upscale(x, cfg.bottleneck_filters, cfg.dtype_policy)
+    return keras.Model(face, x, name="encoder")
+
+
+def build_decoder(cfg: AEConfig, name: str) -> keras.Model:
+    """Code map (2s, 2s, bottleneck) -> face (S,S,3) in 0..1."""
+    s = 2 * cfg.size // 2 ** len(cfg.encoder_filters)
+    code = keras.Input((s, s, cfg.bottleneck_filters), name="code")
+    x = code
+    for f in cfg.decoder_filters:
+        x = upscale(x, f, cfg.dtype_policy)
+    return keras.Model(code, to_image(x, cfg.dtype_policy), name=name)
+
+
+def reconstruction_loss(cfg, target, output, weights):
+    """Weighted L1 and DSSIM of one identity's reconstruction: returns (total, l1)."""
+    output = tf.cast(output, tf.float32)
+    l1 = losses.weighted_l1(target, output, weights)
+    total = cfg.l1_weight * l1
+    if cfg.dssim_weight:
+        total += cfg.dssim_weight * losses.weighted_dssim(
+            target, output, weights, losses.ssim_window(cfg.size))
+    return total, l1
+
+
+class Autoencoder(SwapMethod):
+    """Shared encoder, decoder A, decoder B; swap = decoder_B(encoder(A))."""
+
+    method_name = "ae"
+    optimizer_names = ("ae",)
+
+    def __init__(self, config: AEConfig, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.encoder = build_encoder(config)
+        self.decoder_a = build_decoder(config, "decoder_a")
+        self.decoder_b = build_decoder(config, "decoder_b")
+        self.loss_weights = losses.face_weight_map(config.size, config.face_weight)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.l1_tracker = keras.metrics.Mean(name="l1")
+        self.built = True  # all weights exist: the networks are built Functional models
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.l1_tracker]
+
+    def networks(self):
+        return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b}
+
+    def optimizer_variables(self, name):
+        return (self.encoder.trainable_variables + self.decoder_a.trainable_variables
+                + self.decoder_b.trainable_variables)
+
+    def call(self, face, training=False):
+        """Reconstruction of identity A's faces (used by Keras to build; swaps go via `swap`)."""
+        return self.decoder_a(self.encoder(face, training=training), training=training)
+
+    def swap(self, face, direction):
+        decoder = self.decoder_b if direction == "a2b" else self.decoder_a
+        return decoder(self.encoder(face))
+
+    def train_step(self, data):
+        cfg = self.config
+        with tf.GradientTape() as tape:
+            rec_a = self.decoder_a(self.encoder(data["warped_a"], training=True), training=True)
+            rec_b = self.decoder_b(self.encoder(data["warped_b"], training=True), training=True)
+            loss_a, l1_a = reconstruction_loss(cfg, data["target_a"], rec_a, self.loss_weights)
+            loss_b, l1_b = reconstruction_loss(cfg, data["target_b"], rec_b, self.loss_weights)
+            loss = loss_a + loss_b
+            scaled = loss * self.replica_scale()
+        self.apply_loss("ae", tape, scaled)
+        self.loss_tracker.update_state(loss)
+        self.l1_tracker.update_state((l1_a + l1_b) / 2)
+        return self.metric_logs()

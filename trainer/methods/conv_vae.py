@@ -1,0 +1,90 @@
+"""`conv-vae`: the convolutional variational autoencoder.
+
+Same training as the dense `vae` (shared encoder giving mu and log-variance, one decoder per
+identity, reconstruction + beta * KL, swap through mu), with convolutional networks: strided 5x5
+convolutions down to a dense code, and pixel-shuffle upscales back up in each decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from faces.errors import InputError
+from trainer.blocks import conv_down, to_image, upscale
+from trainer.methods.base import check_positive, check_size_multiple
+from trainer.methods.vae import VariationalAutoencoder
+
+
+@dataclass(frozen=True)
+class ConvVAEConfig:
+    """Convolutional VAE hyper-parameters; the encoder halves the image len(encoder_filters) times."""
+
+    size: int = 64
+    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 256
+    bottleneck_filters: int = 256
+    decoder_filters: tuple[int, ...] = (128, 64, 32)
+    beta: float = 0.02
+    l1_weight: float = 1.0
+    dssim_weight: float = 1.0
+    face_weight: float = 3.0
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    dtype_policy: str = "float32"
+    jit_compile: bool = False
+
+    def validate(self) -> None:
+        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
+                              "decoder_filters", "learning_rate"))
+        check_size_multiple(self.size, len(self.encoder_filters), "conv-vae")
+        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
+            raise InputError("decoder_filters needs one entry fewer than encoder_filters "
+                             "(each decoder starts with one upscale of the bottleneck)")
+
+
+PRESETS = {
+    "tiny": ConvVAEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
+                          decoder_filters=(16, 8), learning_rate=1e-3),
+    "cpu": ConvVAEConfig(),
+    "gpu": ConvVAEConfig(size=128, encoder_filters=(128, 256, 512, 1024), latent_dim=512,
+                         bottleneck_filters=512, decoder_filters=(512, 256, 128),
+                         learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
+}
+
+
+def build_conv_encoder(cfg) -> keras.Model:
+    """Face (S,S,3) -> (mu, logvar), each (latent_dim,)."""
+    face = keras.Input((cfg.size, cfg.size, 3), name="face")
+    x = face
+    for f in cfg.encoder_filters:
+        x = conv_down(x, f, cfg.dtype_policy)
+    x = layers.Flatten(dtype=cfg.dtype_policy)(x)
+    mu = layers.Dense(cfg.latent_dim, dtype="float32", name="mu")(x)
+    logvar = layers.Dense(cfg.latent_dim, dtype="float32", name="logvar")(x)
+    return keras.Model(face, [mu, logvar], name="encoder")
+
+
+def build_conv_decoder(cfg, name: str) -> keras.Model:
+    """Code (latent_dim,) -> face (S,S,3) in 0..1 (dense to a small map, then upscales)."""
+    s = cfg.size // 2 ** len(cfg.encoder_filters)
+    z = keras.Input((cfg.latent_dim,), name="z")
+    x = layers.Dense(s * s * cfg.bottleneck_filters, dtype=cfg.dtype_policy)(z)
+    x = layers.Reshape((s, s, cfg.bottleneck_filters), dtype=cfg.dtype_policy)(x)
+    x = upscale(x, cfg.bottleneck_filters, cfg.dtype_policy)
+    for f in cfg.decoder_filters:
+        x = upscale(x, f, cfg.dtype_policy)
+    return keras.Model(z, to_image(x, cfg.dtype_policy), name=name)
+
+
+class ConvVariationalAutoencoder(VariationalAutoencoder):
+    """Convolutional encoder/decoders, trained and swapped like the dense VAE."""
+
+    method_name = "conv-vae"
+    optimizer_names = ("vae",)
+
+    @staticmethod
+    def build_networks(config):
+        return (build_conv_encoder(config), build_conv_decoder(config, "decoder_a"),
+                build_conv_decoder(config, "decoder_b"))

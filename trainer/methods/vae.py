@@ -1,0 +1,148 @@
+"""`vae`: the dense variational autoencoder (fully connected encoder and decoders).
+
+The thesis' "dense VAE": the face is flattened, a shared MLP encoder gives mu and log-variance
+of a Gaussian code, z = mu + sigma * eps (reparameterisation trick), and one MLP decoder per
+identity paints the face. Loss = reconstruction (weighted L1 + DSSIM) + beta * KL, with KL summed
+over the code and divided by the number of pixel values so beta does not depend on the size.
+The swap uses mu (no sampling): decoder_B(mu(face_A)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from faces.errors import InputError
+from trainer import losses
+from trainer.methods.ae import reconstruction_loss
+from trainer.methods.base import SwapMethod, check_positive
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Dense VAE hyper-parameters."""
+
+    size: int = 64
+    hidden: tuple[int, ...] = (256, 256)
+    latent_dim: int = 128
+    beta: float = 0.02
+    l1_weight: float = 1.0
+    dssim_weight: float = 1.0
+    face_weight: float = 3.0
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    dtype_policy: str = "float32"
+    jit_compile: bool = False
+
+    def validate(self) -> None:
+        check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
+        if self.size < 8:
+            raise InputError(f"size {self.size} is too small for vae (at least 8)")
+        if self.size * self.size * 3 * self.hidden[0] > 200_000_000:
+            raise InputError(f"size {self.size} makes the dense vae's first layer "
+                             f"{self.size * self.size * 3 * self.hidden[0]:,} weights; use a smaller size")
+
+
+PRESETS = {
+    "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
+    "cpu": VAEConfig(),
+    "gpu": VAEConfig(size=128, hidden=(1024, 512), latent_dim=256, learning_rate=1e-4,
+                     dtype_policy="mixed_bfloat16"),
+}
+
+
+def build_dense_encoder(cfg: VAEConfig) -> keras.Model:
+    """Face (S,S,3) -> (mu, logvar), each (latent_dim,)."""
+    face = keras.Input((cfg.size, cfg.size, 3), name="face")
+    x = layers.Flatten(dtype=cfg.dtype_policy)(face)
+    for h in cfg.hidden:
+        x = layers.Dense(h, dtype=cfg.dtype_policy)(x)
+        x = layers.LeakyReLU(0.1, dtype=cfg.dtype_policy)(x)
+    mu = layers.Dense(cfg.latent_dim, dtype="float32", name="mu")(x)
+    logvar = layers.Dense(cfg.latent_dim, dtype="float32", name="logvar")(x)
+    return keras.Model(face, [mu, logvar], name="encoder")
+
+
+def build_dense_decoder(cfg: VAEConfig, name: str) -> keras.Model:
+    """Code (latent_dim,) -> face (S,S,3) in 0..1."""
+    z = keras.Input((cfg.latent_dim,), name="z")
+    x = z
+    for h in reversed(cfg.hidden):
+        x = layers.Dense(h, dtype=cfg.dtype_policy)(x)
+        x = layers.LeakyReLU(0.1, dtype=cfg.dtype_policy)(x)
+    x = layers.Dense(cfg.size * cfg.size * 3, dtype=cfg.dtype_policy)(x)
+    x = layers.Reshape((cfg.size, cfg.size, 3), dtype=cfg.dtype_policy)(x)
+    return keras.Model(z, layers.Activation("sigmoid", dtype="float32")(x), name=name)
+
+
+class VariationalAutoencoder(SwapMethod):
+    """Shared (mu, logvar) encoder, one decoder per identity; swap = decoder_B(mu(A)).
+
+    Subclasses change only the network builders (`conv-vae`).
+    """
+
+    method_name = "vae"
+    optimizer_names = ("vae",)
+
+    def __init__(self, config, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.encoder, self.decoder_a, self.decoder_b = self.build_networks(config)
+        self.loss_weights = losses.face_weight_map(config.size, config.face_weight)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.l1_tracker = keras.metrics.Mean(name="l1")
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.built = True
+
+    @staticmethod
+    def build_networks(config):
+        """(encoder, decoder_a, decoder_b) for this variant."""
+        return (build_dense_encoder(config), build_dense_decoder(config, "decoder_a"),
+                build_dense_decoder(config, "decoder_b"))
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.l1_tracker, self.kl_tracker]
+
+    def networks(self):
+        return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b}
+
+    def optimizer_variables(self, name):
+        return (self.encoder.trainable_variables + self.decoder_a.trainable_variables
+                + self.decoder_b.trainable_variables)
+
+    def sample(self, mu, logvar):
+        """z = mu + sigma * eps, eps ~ N(0, I) from this model's seed generator."""
+        eps = keras.random.normal(tf.shape(mu), seed=self.seed_generator)
+        return mu + tf.exp(0.5 * logvar) * eps
+
+    def call(self, face, training=False):
+        """Reconstruction of identity A's faces through the mean code."""
+        mu, _ = self.encoder(face, training=training)
+        return self.decoder_a(mu, training=training)
+
+    def swap(self, face, direction):
+        mu, _ = self.encoder(face)
+        decoder = self.decoder_b if direction == "a2b" else self.decoder_a
+        return decoder(mu)
+
+    def train_step(self, data):
+        cfg = self.config
+        pixels = float(cfg.size * cfg.size * 3)
+        with tf.GradientTape() as tape:
+            total, l1s, kls = 0.0, [], []
+            for side, decoder in (("a", self.decoder_a), ("b", self.decoder_b)):
+                mu, logvar = self.encoder(data[f"warped_{side}"], training=True)
+                rec = decoder(self.sample(mu, logvar), training=True)
+                rec_loss, l1 = reconstruction_loss(cfg, data[f"target_{side}"], rec, self.loss_weights)
+                kl = losses.kl_divergence(mu, logvar)
+                total += rec_loss + cfg.beta * kl / pixels
+                l1s.append(l1)
+                kls.append(kl)
+            scaled = total * self.replica_scale()
+        self.apply_loss("vae", tape, scaled)
+        self.loss_tracker.update_state(total)
+        self.l1_tracker.update_state((l1s[0] + l1s[1]) / 2)
+        self.kl_tracker.update_state((kls[0] + kls[1]) / 2)
+        return self.metric_logs()

@@ -1,0 +1,177 @@
+"""`vae-gan`: VAE with a learned similarity metric (Larsen et al. 2016), one pair per identity.
+
+Networks: the conv-VAE encoder (shared) and decoders (one per identity), plus one discriminator
+per identity. Each discriminator also returns the activations of an intermediate layer
+(`feature_layer`); reconstruction is measured there ("Dis_l" likelihood) instead of in pixels.
+Losses per identity X, after the paper:
+    encoder:        beta * KL + feature
+    decoder X:      gamma * feature + adversarial (reconstructions and prior samples as fakes)
+    discriminator:  BCE on real faces vs reconstructions and prior samples
+A weighted pixel term (L1 + DSSIM, `pixel_weight`) is added to encoder and decoder losses: it
+steadies the first few hundred steps, which matter on a CPU budget; set it to 0 for the pure
+paper loss. Three optimizers: encoder, decoder, discriminator. Swap = decoder_B(mu(face_A)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from faces.errors import InputError
+from trainer import losses
+from trainer.blocks import conv_down
+from trainer.methods.ae import reconstruction_loss
+from trainer.methods.base import SwapMethod, check_positive, check_size_multiple
+from trainer.methods.conv_vae import build_conv_decoder, build_conv_encoder
+
+
+@dataclass(frozen=True)
+class VAEGANConfig:
+    """VAE-GAN hyper-parameters (encoder/decoders as conv-vae, plus discriminators)."""
+
+    size: int = 64
+    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 256
+    bottleneck_filters: int = 256
+    decoder_filters: tuple[int, ...] = (128, 64, 32)
+    disc_filters: tuple[int, ...] = (32, 64, 128, 256)
+    feature_layer: int = 3  # features after this many discriminator convolutions
+    beta: float = 0.02
+    gamma: float = 1.0  # weight of the feature loss in the decoder loss (the paper's gamma)
+    feature_weight: float = 1.0
+    adversarial_weight: float = 0.05
+    pixel_weight: float = 1.0
+    l1_weight: float = 1.0
+    dssim_weight: float = 1.0
+    face_weight: float = 3.0
+    learning_rate: float = 2e-4
+    disc_learning_rate: float = 1e-4
+    beta_1: float = 0.5
+    dtype_policy: str = "float32"
+    jit_compile: bool = False
+
+    def validate(self) -> None:
+        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
+                              "decoder_filters", "disc_filters", "feature_layer", "learning_rate",
+                              "disc_learning_rate"))
+        downs = max(len(self.encoder_filters), len(self.disc_filters))
+        check_size_multiple(self.size, downs, "vae-gan")
+        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
+            raise InputError("decoder_filters needs one entry fewer than encoder_filters")
+        if self.feature_layer > len(self.disc_filters):
+            raise InputError(f"feature_layer {self.feature_layer} > {len(self.disc_filters)} "
+                             "discriminator layers")
+
+
+PRESETS = {
+    "tiny": VAEGANConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
+                         decoder_filters=(16, 8), disc_filters=(8, 16, 32), feature_layer=2,
+                         learning_rate=1e-3, disc_learning_rate=5e-4),
+    "cpu": VAEGANConfig(),
+    "gpu": VAEGANConfig(size=128, encoder_filters=(128, 256, 512, 1024), latent_dim=512,
+                        bottleneck_filters=512, decoder_filters=(512, 256, 128),
+                        disc_filters=(64, 128, 256, 512), learning_rate=5e-5,
+                        disc_learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
+}
+
+
+def build_discriminator(cfg: VAEGANConfig, name: str) -> keras.Model:
+    """Face (S,S,3) -> (features at `feature_layer`, real/fake logit)."""
+    face = keras.Input((cfg.size, cfg.size, 3), name="face")
+    x = face
+    features = None
+    for i, f in enumerate(cfg.disc_filters, start=1):
+        x = conv_down(x, f, cfg.dtype_policy)
+        if i == cfg.feature_layer:
+            features = x
+    x = layers.Flatten(dtype=cfg.dtype_policy)(x)
+    logit = layers.Dense(1, dtype="float32", name="logit")(x)
+    features = layers.Activation("linear", dtype="float32")(features)
+    return keras.Model(face, [features, logit], name=name)
+
+
+class VAEGAN(SwapMethod):
+    """Shared VAE encoder, decoder and discriminator per identity; swap = decoder_B(mu(A))."""
+
+    method_name = "vae-gan"
+    optimizer_names = ("encoder", "decoder", "discriminator")
+
+    def __init__(self, config: VAEGANConfig, seed: int = 0) -> None:
+        super().__init__(config, seed)
+        self.encoder = build_conv_encoder(config)
+        self.decoder_a = build_conv_decoder(config, "decoder_a")
+        self.decoder_b = build_conv_decoder(config, "decoder_b")
+        self.disc_a = build_discriminator(config, "disc_a")
+        self.disc_b = build_discriminator(config, "disc_b")
+        self.loss_weights = losses.face_weight_map(config.size, config.face_weight)
+        names = ("enc_loss", "dec_loss", "disc_loss", "feature", "kl", "l1")
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.built = True
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def networks(self):
+        return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b,
+                "disc_a": self.disc_a, "disc_b": self.disc_b}
+
+    def optimizer_variables(self, name):
+        if name == "encoder":
+            return self.encoder.trainable_variables
+        if name == "decoder":
+            return self.decoder_a.trainable_variables + self.decoder_b.trainable_variables
+        return self.disc_a.trainable_variables + self.disc_b.trainable_variables
+
+    def learning_rates(self):
+        rates = super().learning_rates()
+        rates["discriminator"] = self.config.disc_learning_rate
+        return rates
+
+    def call(self, face, training=False):
+        mu, _ = self.encoder(face, training=training)
+        return self.decoder_a(mu, training=training)
+
+    def swap(self, face, direction):
+        mu, _ = self.encoder(face)
+        decoder = self.decoder_b if direction == "a2b" else self.decoder_a
+        return decoder(mu)
+
+    def _identity_losses(self, cfg, warped, target, decoder, disc):
+        mu, logvar = self.encoder(warped, training=True)
+        eps = keras.random.normal(tf.shape(mu), seed=self.seed_generator)
+        rec = decoder(mu + tf.exp(0.5 * logvar) * eps, training=True)
+        prior = decoder(keras.random.normal(tf.shape(mu), seed=self.seed_generator), training=True)
+        feat_real, logit_real = disc(target, training=True)
+        feat_rec, logit_rec = disc(rec, training=True)
+        _, logit_prior = disc(prior, training=True)
+        feature = tf.reduce_mean(tf.square(tf.stop_gradient(feat_real) - feat_rec))
+        kl = losses.kl_divergence(mu, logvar) / float(cfg.size * cfg.size * 3)
+        pixel, l1 = reconstruction_loss(cfg, target, rec, self.loss_weights)
+        disc_loss = (losses.bce_gan_loss(logit_real, True)
+                     + 0.5 * (losses.bce_gan_loss(logit_rec, False)
+                              + losses.bce_gan_loss(logit_prior, False)))
+        adversarial = losses.bce_gan_loss(logit_rec, True) + losses.bce_gan_loss(logit_prior, True)
+        enc = cfg.beta * kl + cfg.feature_weight * feature + cfg.pixel_weight * pixel
+        dec = (cfg.gamma * cfg.feature_weight * feature + cfg.adversarial_weight * adversarial
+               + cfg.pixel_weight * pixel)
+        return {"enc_loss": enc, "dec_loss": dec, "disc_loss": disc_loss, "feature": feature,
+                "kl": kl, "l1": l1}
+
+    def train_step(self, data):
+        cfg = self.config
+        scale = self.replica_scale()
+        with tf.GradientTape(persistent=True) as tape:
+            a = self._identity_losses(cfg, data["warped_a"], data["target_a"], self.decoder_a, self.disc_a)
+            b = self._identity_losses(cfg, data["warped_b"], data["target_b"], self.decoder_b, self.disc_b)
+            totals = {k: a[k] + b[k] for k in a}
+            scaled = {k: totals[k] * scale for k in ("enc_loss", "dec_loss", "disc_loss")}
+        self.apply_loss("encoder", tape, scaled["enc_loss"])
+        self.apply_loss("decoder", tape, scaled["dec_loss"])
+        self.apply_loss("discriminator", tape, scaled["disc_loss"])
+        del tape
+        for name, tracker in self.trackers.items():
+            tracker.update_state(totals[name] / 2 if name in ("l1", "kl", "feature") else totals[name])
+        return self.metric_logs()

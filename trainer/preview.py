@@ -1,0 +1,55 @@
+"""Preview grids: rows A, A->B, B, B->A (one column per fixed preview face), written as PNG."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from trainer.atomic import write_bytes
+
+ROW_LABELS = ("A", "A->B", "B", "B->A")
+
+
+def _to_float(faces: np.ndarray) -> np.ndarray:
+    return faces.astype(np.float32) / 255.0
+
+
+def _to_uint8(images) -> np.ndarray:
+    return (np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def swap_faces(model, faces: np.ndarray) -> np.ndarray:
+    """Run an inference model on uint8 BGR faces; return uint8 BGR."""
+    return _to_uint8(model(_to_float(faces), training=False))
+
+
+def preview_grid(method, faces_a: np.ndarray, faces_b: np.ndarray, scale: int = 1) -> np.ndarray:
+    """uint8 BGR grid: rows A, A->B, B, B->A, with row labels on the left.
+
+    `faces_a` and `faces_b` are uint8 (N, S, S, 3) at the method's size (same N).
+    """
+    rows = [faces_a, swap_faces(method.inference_model("a2b"), faces_a),
+            faces_b, swap_faces(method.inference_model("b2a"), faces_b)]
+    return grid_image(rows, ROW_LABELS, scale)
+
+
+def grid_image(rows: list[np.ndarray], labels: tuple[str, ...], scale: int = 1) -> np.ndarray:
+    """Tile rows of equal-size faces into one image with a label strip on the left."""
+    s = rows[0].shape[1] * scale
+    strip_w = max(48, s // 2)
+    out_rows = []
+    for faces, label in zip(rows, labels):
+        tiles = [cv2.resize(f, (s, s), interpolation=cv2.INTER_NEAREST) if scale != 1 else f
+                 for f in faces]
+        strip = np.full((s, strip_w, 3), 255, np.uint8)
+        cv2.putText(strip, label, (4, s // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        out_rows.append(np.concatenate([strip] + tiles, axis=1))
+    return np.concatenate(out_rows, axis=0)
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+    """Atomically write a uint8 BGR image as PNG."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    write_bytes(path, buf.tobytes())

@@ -1,0 +1,178 @@
+"""Resolve a training request into a run folder and train it (what `swapstream train` does).
+
+`train_run(TrainRequest(...))` is the library entry point (the CLI and `compare` call it): it
+creates or resumes RUN, trains one session and returns the summary dict it wrote to
+RUN/summary.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass
+
+from faces.errors import InputError
+from trainer import checkpoints
+from trainer.atomic import write_bytes, write_json, write_yaml
+from trainer.checkpoints import TrainingDiverged
+from trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, to_dict
+from trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces
+from trainer.distribute import is_chief, make_strategy
+from trainer.loop import SessionPlan, run_session
+from trainer.methods import build_method, preset_config
+
+SUMMARY_FILE = "summary.json"
+PREVIEW_FACES = 6
+
+# Session defaults per preset; the command line overrides them.
+TRAIN_DEFAULTS = {
+    "tiny": TrainConfig(batch_size=4, log_every=10, checkpoint_every=50, preview_every=50),
+    "cpu": TrainConfig(batch_size=16, log_every=50, checkpoint_every=500, preview_every=250),
+    "gpu": TrainConfig(batch_size=32, log_every=100, checkpoint_every=2000, preview_every=1000),
+}
+# CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.
+BATCH_OVERRIDES = {("cyclegan", "cpu"): 4, ("cyclegan", "gpu"): 8}
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything `swapstream train` accepts (None = keep the preset's or the run's value)."""
+
+    out: str
+    method: str | None = None
+    a: str | None = None
+    b: str | None = None
+    preset: str = "cpu"
+    size: int | None = None
+    steps: int | None = None
+    minutes: float | None = None
+    batch: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    resume: bool = False
+    distribute: str = "none"
+    logical_cpus: int = 0
+    log_every: int | None = None
+    preview_every: int | None = None
+    checkpoint_every: int | None = None
+    keep: int | None = None
+    progress: bool = True
+
+
+def _overrides(req: TrainRequest) -> dict:
+    values = {"batch_size": req.batch, "log_every": req.log_every, "preview_every": req.preview_every,
+              "checkpoint_every": req.checkpoint_every, "keep": req.keep}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
+    missing = [f"--{n}" for n in ("method", "a", "b") if getattr(req, n) is None]
+    if missing:
+        raise InputError(f"a new run needs {', '.join(missing)}")
+    # Other workers of a multi-worker run see the folder the chief has just made.
+    if chief and os.path.exists(req.out) and (not os.path.isdir(req.out) or os.listdir(req.out)):
+        raise InputError(f"{req.out} already exists; use --resume to continue it or another --out")
+    if req.preset not in TRAIN_DEFAULTS:
+        raise InputError(f"unknown preset {req.preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
+    model = preset_config(req.method, req.preset, req.size)
+    if req.lr is not None:
+        model = dataclasses.replace(model, learning_rate=req.lr)
+    train = dataclasses.replace(
+        TRAIN_DEFAULTS[req.preset],
+        batch_size=BATCH_OVERRIDES.get((req.method, req.preset), TRAIN_DEFAULTS[req.preset].batch_size),
+        steps=req.steps, minutes=req.minutes, seed=req.seed, distribute=req.distribute,
+        logical_cpus=req.logical_cpus)
+    train = dataclasses.replace(train, **_overrides(req))
+    data = DataConfig(a=os.path.abspath(req.a), b=os.path.abspath(req.b), margin=0.0,
+                      faces_a=0, faces_b=0, source_size_a=0, source_size_b=0)
+    return RunConfig(req.method, req.preset, model, train, data, AugmentConfig())
+
+
+def _resumed_config(req: TrainRequest) -> RunConfig:
+    cfg = read_config(req.out)
+    given = {"--method": (req.method, cfg.method), "--size": (req.size, cfg.model.size),
+             "--a": (req.a and os.path.abspath(req.a), cfg.data.a),
+             "--b": (req.b and os.path.abspath(req.b), cfg.data.b)}
+    for flag, (value, stored) in given.items():
+        if value is not None and value != stored:
+            raise InputError(f"{flag} {value} does not match the run being resumed ({stored}); "
+                             "leave it out or start a new run")
+    if req.lr is not None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, learning_rate=req.lr))
+    train = dataclasses.replace(cfg.train, distribute=req.distribute, logical_cpus=req.logical_cpus,
+                                **_overrides(req))
+    if req.steps is not None or req.minutes is not None:
+        train = dataclasses.replace(train, steps=req.steps, minutes=req.minutes)
+    return dataclasses.replace(cfg, train=train)
+
+
+def train_run(req: TrainRequest) -> dict:
+    """Create or resume the run folder `req.out`, train one session, write and return the summary."""
+    if req.distribute not in ("none", "mirrored", "multiworker"):
+        raise InputError(f"--distribute must be none, mirrored or multiworker, got {req.distribute!r}")
+    if req.distribute == "multiworker" and req.minutes is not None:
+        raise InputError("--distribute multiworker needs --steps (workers must stop at the same step)")
+    # The strategy comes first: splitting the CPU must happen before TensorFlow starts up, and
+    # only the chief writes the run folder.
+    strategy = make_strategy(req.distribute, req.logical_cpus)
+    chief = is_chief(strategy)
+    cfg = _resumed_config(req) if req.resume else _new_config(req, chief)
+    cfg.train.validate()
+    pair = load_face_pair(cfg.data.a, cfg.data.b, cfg.model.size)
+    if not req.resume:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, margin=pair.margin, faces_a=len(pair.faces_a), faces_b=len(pair.faces_b),
+            source_size_a=pair.source_size_a, source_size_b=pair.source_size_b))
+    elif abs(pair.margin - cfg.data.margin) > 1e-6:
+        raise InputError(f"the face sets' crop margin ({pair.margin}) differs from the run's "
+                         f"({cfg.data.margin}); they were re-extracted differently")
+
+    replicas = strategy.num_replicas_in_sync
+    if cfg.train.batch_size % replicas:
+        raise InputError(f"--batch {cfg.train.batch_size} must be a multiple of the {replicas} replicas")
+    config_path = os.path.join(req.out, CONFIG_FILE)
+    previous_config = None
+    if chief:
+        if req.resume:
+            with open(config_path, "rb") as fh:
+                previous_config = fh.read()
+        os.makedirs(req.out, exist_ok=True)
+        write_yaml(config_path, to_dict(cfg))
+
+    with strategy.scope():
+        method = build_method(cfg.method, cfg.model, seed=cfg.train.seed)
+        method.compile(method.default_optimizers(), jit_compile=cfg.model.jit_compile)
+        if req.resume:
+            if checkpoints.latest_checkpoint(req.out) is None:
+                print(f"{req.out} has no checkpoint yet: starting at step 0", file=sys.stderr)
+            else:
+                checkpoints.restore_checkpoint(method, req.out)
+
+    dataset = make_dataset(pair.faces_a, pair.faces_b, cfg.train.batch_size, cfg.augment,
+                           seed=cfg.train.seed * 1_000_003 + method.step)
+    plan = SessionPlan(
+        run_dir=req.out, target_steps=cfg.train.steps,
+        minutes=cfg.train.minutes, log_every=cfg.train.log_every,
+        checkpoint_every=cfg.train.checkpoint_every, preview_every=cfg.train.preview_every,
+        keep=cfg.train.keep, images_per_step=2 * cfg.train.batch_size, chief=chief,
+        progress=req.progress)
+    try:
+        result = run_session(method, dataset, plan, preview_faces(pair.faces_a, PREVIEW_FACES),
+                             preview_faces(pair.faces_b, PREVIEW_FACES))
+    except TrainingDiverged:
+        if previous_config is not None:  # a resumed session leaves the run as it found it
+            write_bytes(config_path, previous_config)
+        raise
+    summary = {
+        "method": cfg.method, "preset": cfg.preset, "size": cfg.model.size,
+        "batch_size": cfg.train.batch_size, "step": result.end_step,
+        "start_step": result.start_step, "steps_this_session": result.end_step - result.start_step,
+        "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 2),
+        "seconds_per_step": round(result.seconds_per_step, 4), "stop_reason": result.stop_reason,
+        "final_losses": result.final_losses, "checkpoint_step": result.checkpoint_step,
+        "parameters": method.parameter_counts(), "distribute": cfg.train.distribute,
+        "replicas": replicas, "chief": chief,
+    }
+    if chief:
+        write_json(os.path.join(req.out, SUMMARY_FILE), summary)
+    return summary
