@@ -48,6 +48,12 @@ class PipelineConfig:
     blend: str = "alpha"          # alpha | seamless
     colour_transfer: bool = True
     mask_feather: float = 0.15
+    # Ellipse of the blend mask, as shares of the crop side (faces.mask.ellipse_mask). With the
+    # usual 0.2 crop margin this covers about the Haar box: the inner face is replaced and the
+    # target's hair and outline stay, which hides the blurry borders of a young model's output.
+    mask_rx: float = 0.30
+    mask_ry: float = 0.36
+    mask_cy: float = 0.55
     smoothing: float = 0.5        # weight of the previous box in the moving average
     queue_depth: int = 4          # frames prepared ahead of the one being finished, per stream
     jpeg_quality: int = 90
@@ -76,6 +82,14 @@ class StreamSettings:
             reply_encoding=int(o.reply_encoding),
             jpeg_quality=int(o.jpeg_quality or config.jpeg_quality),
         )
+
+
+def edge_taper(size: int, width: float = 0.1) -> np.ndarray:
+    """float32 size x size: 0 at the border rising smoothly to 1 at `width` x size inside."""
+    d = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / max(width * size, 1.0)
+    ramp = np.clip(d, 0.0, 1.0)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep
+    return (ramp[:, None] * ramp[None, :]).astype(np.float32)
 
 
 @dataclass
@@ -110,7 +124,10 @@ class SwapPipeline:
         self.model = model
         self.config = config
         size = model.manifest.crop_size
-        self._mask = ellipse_mask(size, config.mask_feather)
+        # The feathered ellipse can stay above zero at the crop's top and bottom rows, which
+        # shows as a hard line where the pasted square ends; taper it to zero at the border.
+        self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
+                                  cy=config.mask_cy) * edge_taper(size)
         # Whole-frame detectors reused by single-image calls (loading a cascade takes ~10 ms).
         self._spare_detectors: queue.SimpleQueue = queue.SimpleQueue()
 
