@@ -294,3 +294,24 @@ def test_tls_with_self_signed_certificate(models_dir, frames, tls_files):
             swap_pb2_grpc.FaceSwapStub(plain).ListModels(swap_pb2.ListModelsRequest(), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         plain.close()
+
+
+def test_stream_options_blend_and_colour_transfer(server, frames):
+    stub, _ = server
+    image = frames[2]
+    outputs = {}
+    for name, options in {
+        "default": swap_pb2.SwapOptions(),
+        "seamless": swap_pb2.SwapOptions(blend=swap_pb2.BLEND_SEAMLESS),
+        "raw colours": swap_pb2.SwapOptions(skip_colour_transfer=True, reply_encoding=swap_pb2.PNG),
+    }.items():
+        msg = swap_pb2.Frame(index=0, encoding=swap_pb2.JPEG, data=jpeg(image), model="neg", options=options)
+        reply = list(stub.StreamSwap(iter([msg]), timeout=30))[0]
+        assert not reply.HasField("error") and len(reply.faces) == 1, name
+        outputs[name] = unjpeg(reply.data).astype(np.int16)
+    assert reply.encoding == swap_pb2.PNG
+    f = reply.faces[0]
+    face = (slice(f.y + f.height // 4, f.y + 3 * f.height // 4), slice(f.x + f.width // 4, f.x + 3 * f.width // 4))
+    base = outputs["default"][face]
+    for name in ("seamless", "raw colours"):
+        assert np.abs(outputs[name][face] - base).mean() > 3, name  # each option changes the result
