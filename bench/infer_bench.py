@@ -7,6 +7,7 @@ parity on 16 crops for fp32 and fp16, and times one forward pass per face at bat
   keras eager     model(x, training=False)
   keras tf.fn     tf.function(model) (graph mode, no XLA), traced once before timing
   ort fp32/fp16   onnxruntime CPU session on the exported graph
+The four are timed round-robin (one call each, repeated) so background load hits all alike.
 
     .venv/bin/python bench/infer_bench.py [--methods ae,cyclegan] [--preset cpu] [--repeats 10]
 """
@@ -21,16 +22,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def _median_ms(fn, repeats: int) -> float:
+def _median_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """Median ms per call of each function. The calls are interleaved round-robin so that load
+    from other processes on a shared machine hits every variant alike."""
     import numpy as np
 
-    fn()  # warm-up (tracing, session arenas)
-    times = []
+    for fn in fns.values():
+        fn()  # warm-up (tracing, session arenas)
+    times: dict[str, list[float]] = {label: [] for label in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return float(np.median(times))
+        for label, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[label].append((time.perf_counter() - t) * 1000)
+    return {label: float(np.median(v)) for label, v in times.items()}
 
 
 def bench_method(name: str, preset: str, repeats: int, size: int | None) -> dict:
@@ -65,10 +70,11 @@ def bench_method(name: str, preset: str, repeats: int, size: int | None) -> dict
     for batch in (1, 8):
         x = np.random.default_rng(batch).random((batch, cfg.size, cfg.size, 3), dtype=np.float32)
         xt = tf.constant(x)
-        row[f"eager_b{batch}"] = _median_ms(lambda: model(xt, training=False), repeats) / batch
-        row[f"tffn_b{batch}"] = _median_ms(lambda: graph_fn(xt), repeats) / batch
-        for precision, sess in sessions.items():
-            row[f"ort_{precision}_b{batch}"] = _median_ms(lambda: sess.run(None, {"face": x}), repeats) / batch
+        fns = {"eager": lambda: model(xt, training=False), "tffn": lambda: graph_fn(xt),
+               "ort_fp32": lambda: sessions["fp32"].run(None, {"face": x}),
+               "ort_fp16": lambda: sessions["fp16"].run(None, {"face": x})}
+        for label, ms in _median_ms(fns, repeats).items():
+            row[f"{label}_b{batch}"] = ms / batch
     return row
 
 
