@@ -109,14 +109,6 @@ class FrameJob:
     error: tuple[int, str] | None = None  # (grpc status code number, message)
 
 
-class FrameError(Exception):
-    """A frame that cannot be processed; `code` is the grpc.StatusCode to report."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class SwapPipeline:
     """Runs frames of one model through the stages. Thread-safe: no per-stream state here."""
 
