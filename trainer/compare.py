@@ -229,6 +229,8 @@ class Judges:
     pose_a: np.ndarray | None = None     # true expression/pose parameters of held-out A faces
     pose_b: np.ndarray | None = None
     notes: dict = field(default_factory=dict)
+    groups_a: np.ndarray | None = None   # held-out run of each held-out face (see structure_rsa)
+    groups_b: np.ndarray | None = None
 
 
 def build_judges(split_a: Split, split_b: Split, seed: int) -> Judges:
@@ -254,7 +256,8 @@ def build_judges(split_a: Split, split_b: Split, seed: int) -> Judges:
     clf = ev.train_identity_classifier(train_a, train_b, split_a.test.faces, split_b.test.faces,
                                        size=size, seed=seed)
     log(f"identity classifier: held-out accuracy {clf.accuracy:.3f} ({clf.seconds:.0f} s)")
-    judges = Judges(clf, synthetic, truth_ab=truth_ab, truth_ba=truth_ba, notes=judges_notes)
+    judges = Judges(clf, synthetic, truth_ab=truth_ab, truth_ba=truth_ba, notes=judges_notes,
+                    groups_a=ev.runs_of(split_a.test_idx), groups_b=ev.runs_of(split_b.test_idx))
     if synthetic:
         ids = [ev.identity_of(split_a.full), ev.identity_of(split_b.full), *ev.EXTRA_JUDGE_IDENTITIES[:2]]
         log(f"training the pose regressor on renders of identities {ids}")
@@ -276,7 +279,8 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
     out["identity"] = {"a2b": float(p_ab.mean()), "b2a": float(p_ba.mean()),
                        "mean": float(0.5 * (p_ab.mean() + p_ba.mean())),
                        "share_judged_target": float(0.5 * ((p_ab >= 0.5).mean() + (p_ba >= 0.5).mean()))}
-    rsa_ab, rsa_ba = ev.structure_rsa(src_a, swap_ab), ev.structure_rsa(src_b, swap_ba)
+    rsa_ab = ev.structure_rsa(src_a, swap_ab, judges.groups_a)
+    rsa_ba = ev.structure_rsa(src_b, swap_ba, judges.groups_b)
     out["structure_rsa"] = {"a2b": rsa_ab, "b2a": rsa_ba, "mean": 0.5 * (rsa_ab["score"] + rsa_ba["score"])}
     if judges.synthetic:
         s = swap_ab.shape[1]
@@ -447,6 +451,8 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     for name, why in failed.items():
         lines.append(f"| **{name}** | failed: {why} |" + " |" * (len(head) - 2))
     lines += ["", "Reference rows (italic) are not methods: _source copy_ returns the source unchanged, "
+              "_target faces_ returns held-out faces of the target in clip order (ignores the source: "
+              "the chance level of preservation), "
               + ("_ground truth_ is the re-rendered perfect swap. " if synthetic else "")
               + "score = 0.5 x P(target) + 0.5 x preservation. Directions A->B and B->A are averaged; "
               "metrics.json has each direction.", "", "## Ranking", ""]
@@ -573,6 +579,10 @@ def compare(args) -> Comparison:
     if judges.synthetic:
         references["ground truth"] = judge_swaps(judges, src_a_ref, ev.resize_faces(judges.truth_ab, ref_size),
                                                  src_b_ref, ev.resize_faces(judges.truth_ba, ref_size))
+    # A "swap" that ignores its source: the target's own held-out faces, in clip order. It
+    # marks the chance level of the preservation measures.
+    references["target faces"] = judge_swaps(judges, src_a_ref, np.resize(src_b_ref, src_a_ref.shape),
+                                             src_b_ref, np.resize(src_a_ref, src_b_ref.shape))
     truth = references.get("ground truth")
     for ref in references.values():
         ref["preservation"] = preservation_of(ref, truth)

@@ -140,15 +140,17 @@ def l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- held-out split
 
-def holdout_split(n: int, fraction: float = 0.2, blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(n: int, fraction: float = 0.2, blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split n faces (in video order) into (train, held-out) indices, deterministically.
 
     Neighbouring video frames are near-duplicates, so a random split would leak: the faces
-    are cut into `blocks` runs of consecutive frames and every k-th run (k = 1/fraction) is
-    held out, spreading the held-out faces over the whole clip.
+    are cut into `blocks` runs of consecutive frames (default max(20, n // 3), runs of about
+    three faces) and every k-th run (k = 1/fraction) is held out, spreading the held-out faces
+    over the whole clip in many short runs (structure_rsa needs many runs).
     """
     if n < 4:
         raise InputError(f"need at least 4 faces per set to hold some out, got {n}")
+    blocks = max(20, n // 3) if blocks is None else blocks
     every = max(2, int(round(1.0 / fraction)))
     block_of = (np.arange(n) * min(blocks, n)) // n
     held = (block_of % every) == (every // 2)
@@ -287,7 +289,13 @@ def _region_features(faces: np.ndarray, region: tuple[float, float, float, float
     return np.stack([_hog(g, region) for g in greys])
 
 
-def structure_rsa(sources: np.ndarray, swaps: np.ndarray) -> dict[str, float]:
+def runs_of(indices: np.ndarray) -> np.ndarray:
+    """Group id of each index: consecutive indices (one held-out run of frames) share a group."""
+    idx = np.asarray(indices)
+    return np.cumsum(np.diff(idx, prepend=idx[:1]) > 1) if len(idx) else idx
+
+
+def structure_rsa(sources: np.ndarray, swaps: np.ndarray, groups: np.ndarray | None = None) -> dict[str, float]:
     """Expression/pose preservation proxy for faces without ground truth.
 
     For each region (face, eyes, mouth): HOG descriptors of the sources and of their swaps,
@@ -296,10 +304,19 @@ def structure_rsa(sources: np.ndarray, swaps: np.ndarray) -> dict[str, float]:
     compared with the source's; but when the source opens its mouth or turns its head, a
     swap that keeps expression and pose changes in the same places. Returns the three
     correlations and their mean ("score"). Needs at least 4 faces.
+
+    `groups` (one id per face, e.g. `runs_of(held-out indices)`) leaves out pairs within a group:
+    neighbouring frames are close to each other in any clip, so near pairs would correlate even
+    between two unrelated clips and lift the score of a swap that ignores its source.
     """
     if len(sources) != len(swaps) or len(sources) < 4:
         raise ValueError("structure_rsa needs >= 4 source/swap pairs of equal count")
     iu = np.triu_indices(len(sources), 1)
+    if groups is not None:
+        g = np.asarray(groups)
+        keep = g[iu[0]] != g[iu[1]]
+        if keep.sum() >= 3:
+            iu = (iu[0][keep], iu[1][keep])
     result = {}
     for name, region in REGIONS.items():
         fs, fw = _region_features(sources, region), _region_features(swaps, region)
@@ -353,7 +370,8 @@ def ground_truth_faces(face_set: FaceSet, target_identity: int,
     """The perfect swap of every face in a synthetic face set: uint8 (N,S,S,3) BGR.
 
     Each face's frame is re-rendered with `target_identity` and the face's stored pose at the
-    source video's frame size (`frame_size`, else the synth sidecar, else the video header), and
+    source video's frame size (`frame_size`, else the set's stored `frame_size`, else the synth
+    sidecar, else the video header), and
     cut with the face's stored crop box (already square and grown by the margin), resized to the
     set's size -- exactly how extract cut the source face.
     """
@@ -363,6 +381,8 @@ def ground_truth_faces(face_set: FaceSet, target_identity: int,
         raise InputError("face set has no render parameters (it does not come from `swapstream synth`)")
     ident = identity_from_seed(int(target_identity))
     names = face_set.extra["pose_names"]
+    if frame_size is None and "frame_size" in face_set.extra:  # stored by extract since 2026-11
+        frame_size = tuple(int(v) for v in face_set.extra["frame_size"])
     sizes: dict[str, tuple[int, int]] = {}
     out = np.empty_like(face_set.faces)
     for i in range(len(face_set)):
