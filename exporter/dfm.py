@@ -12,8 +12,6 @@ constant (faces.mask.ellipse_mask, the same mask the server blends with).
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -27,14 +25,14 @@ DFM_CELEB_MASK = "out_celeb_face_mask:0"
 DFM_OUTPUTS = (DFM_FACE_MASK, DFM_CELEB_FACE, DFM_CELEB_MASK)
 
 
-def make_dfm(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
-    """Return a copy of an exported swap model (input "face", outputs "swapped"[, "mask"])
-    with DeepFaceLive's names, batch fixed to 1 and the three outputs in DeepFaceLive's order.
+def make_dfm(model: onnx.ModelProto, size: int) -> None:
+    """Rewire an exported swap model (input "face", outputs "swapped"[, "mask"]) *in place*
+    into a .dfm: DeepFaceLive's names, batch fixed to 1, the three outputs in DeepFaceLive's
+    order. In place because the weights can be hundreds of MB: save model.onnx first.
     The face output is clipped to 0..1 (DeepFaceLive converts it to uint8 without checking)."""
     from faces.mask import ellipse_mask
 
-    dfm = copy.deepcopy(model)
-    graph = dfm.graph
+    graph = model.graph
     outputs = [o.name for o in graph.output]
     if [i.name for i in graph.input] != [INPUT_NAME] or outputs[0] != OUTPUT_NAMES[0]:
         raise ValueError(f"expected input {INPUT_NAME!r} and first output {OUTPUT_NAMES[0]!r}, "
@@ -65,7 +63,6 @@ def make_dfm(model: onnx.ModelProto, size: int) -> onnx.ModelProto:
         helper.make_tensor_value_info(DFM_CELEB_FACE, TensorProto.FLOAT, [1, size, size, 3]),
         helper.make_tensor_value_info(DFM_CELEB_MASK, TensorProto.FLOAT, [1, size, size, 1]),
     ])
-    return dfm
 
 
 def _fix_batch(value_info: onnx.ValueInfoProto, size: int, channels: int) -> None:

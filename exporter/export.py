@@ -7,7 +7,6 @@ leaves nothing behind (and never half-replaces an existing model folder).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import onnx
 
 from exporter.convert import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAMES, convert_keras
 from exporter.parity import TOLERANCE, ParityResult, compare, keras_outputs, onnx_outputs, parity_faces
-from exporter.folder import check_destination, make_staging_folder, move_into_place
+from exporter.folder import check_destination, discard_staging, make_staging_folder, move_into_place
 from server.manifest import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
 
 EXTERNAL_DATA_FILE = MODEL_FILE + ".data"
@@ -72,12 +71,12 @@ def export_model(model, out_dir: str, spec: ExportSpec, force: bool = False,
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out_dir = os.path.abspath(out_dir)
     check_destination(out_dir, force)
-    tmp = make_staging_folder(out_dir)
+    tmp, created = make_staging_folder(out_dir)
     try:
         result = _export_into(model, tmp, spec, os.path.basename(out_dir), log)
         move_into_place(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_staging(tmp, created)
         raise
     result.model_dir = out_dir
     if result.dfm_path:
@@ -98,20 +97,18 @@ def _export_into(model, folder: str, spec: ExportSpec, name: str, log) -> Export
         timings["fp16"] = time.perf_counter() - t
     has_mask = len(proto.graph.output) > 1
     set_metadata(proto, spec)
-    dfm_proto = None
-    if spec.dfm:
-        from exporter.dfm import make_dfm
-
-        dfm_proto = make_dfm(proto, spec.crop_size)
     t = time.perf_counter()
     onnx_path = os.path.join(folder, MODEL_FILE)
     save_model(proto, onnx_path)
-    del proto  # the parity session reads the file; do not hold two copies of the weights
     dfm_path = None
-    if dfm_proto is not None:
+    if spec.dfm:
+        from exporter.dfm import make_dfm
+
+        # Rewired in place after model.onnx is on disk: never two copies of the weights in memory.
+        make_dfm(proto, spec.crop_size)
         dfm_path = os.path.join(folder, f"{name}.dfm")
-        save_model(dfm_proto, dfm_path, external_name=f"{name}.dfm.data")
-        del dfm_proto
+        save_model(proto, dfm_path, external_name=f"{name}.dfm.data")
+    del proto  # the parity sessions read the files
     timings["save"] = time.perf_counter() - t
 
     t = time.perf_counter()

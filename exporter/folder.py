@@ -17,11 +17,27 @@ def check_destination(out_dir: str, force: bool) -> None:
             raise InputError(f"--out {out_dir} already exists and is not empty (use --force to replace it)")
 
 
-def make_staging_folder(out_dir: str) -> str:
-    """A hidden, empty folder beside `out_dir` (same file system, so the final rename is atomic)."""
+def make_staging_folder(out_dir: str) -> tuple[str, str | None]:
+    """A hidden, empty folder beside `out_dir` (same file system, so the final rename is atomic).
+
+    Returns (staging folder, the topmost parent folder created for it or None); give both to
+    `discard_staging` on failure so that no trace is left.
+    """
     parent = os.path.dirname(out_dir)
+    created = None
+    probe = parent
+    while probe and not os.path.exists(probe):
+        created = probe
+        probe = os.path.dirname(probe)
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.export-", dir=parent)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.export-", dir=parent), created
+
+
+def discard_staging(staging: str, created: str | None) -> None:
+    """Remove a staging folder and the parent folders made for it."""
+    shutil.rmtree(staging, ignore_errors=True)
+    if created:
+        shutil.rmtree(created, ignore_errors=True)
 
 
 def move_into_place(staging: str, out_dir: str) -> None:

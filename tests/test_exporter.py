@@ -137,7 +137,7 @@ def _fp16_overflow_model():
 
 
 def test_parity_failure_writes_nothing(tmp_path, capsys):
-    out = tmp_path / "bad"
+    out = tmp_path / "new" / "parents" / "bad"
     with pytest.raises(ParityError) as info:
         export_model(_fp16_overflow_model(), str(out), _spec(fp16=True))
     assert info.value.results and not info.value.results[0].ok
