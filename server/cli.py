@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--port must be 0..65535, got {args.port}")
         if args.redetect_every < 1 or args.detect_side < 64 or args.max_batch < 1:
             raise InputError("--redetect-every and --max-batch must be >= 1, --detect-side >= 64")
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise InputError("TLS needs both --tls-cert and --tls-key")
+        for path in (args.tls_cert, args.tls_key):
+            if path is not None and not os.path.isfile(path):
+                raise InputError(f"{path} does not exist")
         if args.token is not None and not args.token:
             raise InputError("--token must not be empty")
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,

@@ -195,6 +195,9 @@ class SwapServer:
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second server on a busy port would bind
+            # silently and share its calls. A port in use must be an error instead.
+            ("grpc.so_reuseport", 0),
         ]
         # Workers: every stream holds one for its life; the rest answer health, ListModels,
         # SwapImage and the RESOURCE_EXHAUSTED refusals beyond --max-streams. Calls beyond the

@@ -315,3 +315,12 @@ def test_stream_options_blend_and_colour_transfer(server, frames):
     base = outputs["default"][face]
     for name in ("seamless", "raw colours"):
         assert np.abs(outputs[name][face] - base).mean() > 3, name  # each option changes the result
+
+
+def test_a_busy_port_is_an_error_not_a_shared_port(models_dir):
+    from faces.errors import InputError
+
+    with run_server(models_dir, 0, device="cpu") as port:
+        with pytest.raises(InputError, match="cannot listen"):
+            with run_server(models_dir, port, device="cpu"):
+                pass
