@@ -16,12 +16,19 @@ def _ellipse(size: int, feather: float, rx: float, ry: float, cy: float) -> np.n
     sigma = max(feather * size / 2.0, 0.5)
     k = int(sigma * 3) * 2 + 1
     mask = cv2.GaussianBlur(mask, (k, k), sigma)
-    # Fade to exactly 0 over the outer 4% of the square, so pasting the crop back never shows
-    # the square's edge, whatever the radii and feather.
-    ramp = np.clip(np.minimum(np.arange(size), np.arange(size)[::-1]) / max(0.04 * size, 1.0), 0.0, 1.0)
-    mask *= np.minimum.outer(ramp, ramp).astype(np.float32)
+    # The feathered ellipse can stay above zero at the square's border, which shows as a hard
+    # line where a pasted crop ends; taper it to exactly 0 there, whatever the radii and feather.
+    mask *= edge_taper(size)
     mask.setflags(write=False)  # cached: callers must not modify it
     return mask
+
+
+def edge_taper(size: int, width: float = 0.1) -> np.ndarray:
+    """float32 size x size: 0 at the border rising smoothly (smoothstep) to 1 at `width` x size inside."""
+    d = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / max(width * size, 1.0)
+    ramp = np.clip(d, 0.0, 1.0)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)
+    return (ramp[:, None] * ramp[None, :]).astype(np.float32)
 
 
 def ellipse_mask(size: int, feather: float = 0.12, rx: float = 0.34, ry: float = 0.40,

