@@ -25,7 +25,7 @@ def _ellipse(size: int, feather: float, rx: float, ry: float, cy: float) -> np.n
 
 def edge_taper(size: int, width: float = 0.1) -> np.ndarray:
     """float32 size x size: 0 at the border rising smoothly (smoothstep) to 1 at `width` x size inside."""
-    d = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5) / max(width * size, 1.0)
+    d = np.minimum(np.arange(size), size - 1 - np.arange(size)) / max(width * size, 1.0)
     ramp = np.clip(d, 0.0, 1.0)
     ramp = ramp * ramp * (3.0 - 2.0 * ramp)
     return (ramp[:, None] * ramp[None, :]).astype(np.float32)
