@@ -11,6 +11,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+import tensorflow as tf
+
 from faces.errors import InputError
 from trainer import checkpoints
 from trainer.atomic import write_bytes, write_json, write_yaml
@@ -106,15 +108,21 @@ def _resumed_config(req: TrainRequest) -> RunConfig:
     return dataclasses.replace(cfg, train=train)
 
 
-def train_run(req: TrainRequest) -> dict:
-    """Create or resume the run folder `req.out`, train one session, write and return the summary."""
+def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Create or resume the run folder `req.out`, train one session, write and return the summary.
+
+    `strategy` defaults to the one `req.distribute` names. A process that trains several runs
+    with a multi-device strategy should make it once (trainer.distribute.make_strategy) and pass
+    it to each: TensorFlow's collective ops do not tell apart two MirroredStrategy instances.
+    """
     if req.distribute not in ("none", "mirrored", "multiworker"):
         raise InputError(f"--distribute must be none, mirrored or multiworker, got {req.distribute!r}")
     if req.distribute == "multiworker" and req.minutes is not None:
         raise InputError("--distribute multiworker needs --steps (workers must stop at the same step)")
     # The strategy comes first: splitting the CPU must happen before TensorFlow starts up, and
     # only the chief writes the run folder.
-    strategy = make_strategy(req.distribute, req.logical_cpus)
+    if strategy is None:
+        strategy = make_strategy(req.distribute, req.logical_cpus)
     chief = is_chief(strategy)
     cfg = _resumed_config(req) if req.resume else _new_config(req, chief)
     cfg.train.validate()
@@ -130,6 +138,15 @@ def train_run(req: TrainRequest) -> dict:
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
         raise InputError(f"--batch {cfg.train.batch_size} must be a multiple of the {replicas} replicas")
+    with strategy.scope():
+        method = build_method(cfg.method, cfg.model, seed=cfg.train.seed)
+        method.compile(method.default_optimizers(), jit_compile=cfg.model.jit_compile)
+        if req.resume:
+            if checkpoints.latest_checkpoint(req.out) is None:
+                print(f"{req.out} has no checkpoint yet: starting at step 0", file=sys.stderr)
+            else:  # read-only: a damaged or foreign checkpoint stops us before anything is written
+                checkpoints.restore_checkpoint(method, req.out)
+
     config_path = os.path.join(req.out, CONFIG_FILE)
     previous_config = None
     if chief:
@@ -138,15 +155,6 @@ def train_run(req: TrainRequest) -> dict:
                 previous_config = fh.read()
         os.makedirs(req.out, exist_ok=True)
         write_yaml(config_path, to_dict(cfg))
-
-    with strategy.scope():
-        method = build_method(cfg.method, cfg.model, seed=cfg.train.seed)
-        method.compile(method.default_optimizers(), jit_compile=cfg.model.jit_compile)
-        if req.resume:
-            if checkpoints.latest_checkpoint(req.out) is None:
-                print(f"{req.out} has no checkpoint yet: starting at step 0", file=sys.stderr)
-            else:
-                checkpoints.restore_checkpoint(method, req.out)
 
     dataset = make_dataset(pair.faces_a, pair.faces_b, cfg.train.batch_size, cfg.augment,
                            seed=cfg.train.seed * 1_000_003 + method.step)

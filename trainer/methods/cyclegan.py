@@ -42,7 +42,7 @@ class CycleGANConfig:
 
 
 PRESETS = {
-    "tiny": CycleGANConfig(size=32, gen_filters=8, res_blocks=2, disc_filters=(8, 16, 32),
+    "tiny": CycleGANConfig(size=32, gen_filters=8, res_blocks=1, disc_filters=(8, 16, 32),
                            learning_rate=1e-3),
     "cpu": CycleGANConfig(),
     "gpu": CycleGANConfig(size=128, gen_filters=64, res_blocks=9, disc_filters=(64, 128, 256, 512),

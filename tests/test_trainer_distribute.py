@@ -1,0 +1,132 @@
+"""Distributed training on CPU: MirroredStrategy over two logical CPU devices (one autoencoder
+method, one GAN method), and MultiWorkerMirroredStrategy with two worker processes on loopback.
+
+Each case runs in a fresh process: the CPU must be split before TensorFlow starts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("keras")
+
+from tests.trainer_fixtures import make_pair  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+
+MIRRORED_SCRIPT = textwrap.dedent('''
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from trainer.distribute import make_strategy
+    from trainer.methods import build_method, preset_config
+    from trainer.runs import load_run
+    from trainer.session import TrainRequest, train_run
+
+    a, b, out = sys.argv[1:4]
+    strategy = make_strategy("mirrored", logical_cpus=2)
+    assert strategy.num_replicas_in_sync == 2
+
+    # One step on two replicas equals one step on one device with the same batch: the
+    # per-replica losses are scaled so that summed gradients give the global-batch mean.
+    rng = np.random.default_rng(0)
+    batch = {k: rng.random((4, 32, 32, 3), dtype=np.float32)
+             for k in ("warped_a", "target_a", "warped_b", "target_b")}
+    ds = tf.data.Dataset.from_tensors(batch).repeat()
+    single = build_method("ae", preset_config("ae", "tiny"), seed=1)
+    single.compile(single.default_optimizers())
+    with strategy.scope():
+        mirrored = build_method("ae", preset_config("ae", "tiny"), seed=1)
+        mirrored.compile(mirrored.default_optimizers())
+    mirrored.set_weights(single.get_weights())
+    single.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+    mirrored.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+    diff = max(float(np.abs(x - y).max()) for x, y in zip(single.get_weights(), mirrored.get_weights()))
+    moved = max(float(np.abs(x).max()) for x in single.ae_optimizer.variables[2:3])
+
+    results = {"weight_diff": diff, "moved": moved}
+    for method in ("vae-gan",):  # the autoencoder path is the equivalence check above
+        run = f"{out}/{method}"
+        summary = train_run(TrainRequest(out=run, method=method, a=a, b=b, preset="tiny", steps=4,
+                                         checkpoint_every=2, distribute="mirrored", logical_cpus=2,
+                                         progress=False), strategy)
+        results[method] = {"replicas": summary["replicas"], "step": summary["step"],
+                           "loaded_step": load_run(run).step}
+    print("RESULT" + json.dumps(results))
+''')
+
+
+def _result(proc) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT"):])
+
+
+def test_mirrored_on_two_logical_cpus(tmp_path):
+    a, b = make_pair(tmp_path, count=12, size=32)
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, a, b, str(tmp_path / "runs")],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    res = _result(proc)
+    assert res["moved"] > 0
+    assert res["weight_diff"] < 1e-5, res
+    for method in ("vae-gan",):
+        assert res[method] == {"replicas": 2, "step": 4, "loaded_step": 4}, res
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multiworker_with_two_processes_on_loopback(tmp_path):
+    a, b = make_pair(tmp_path, count=12, size=32)
+    out = tmp_path / "run"
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    procs = []
+    for index in range(2):
+        env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                              "task": {"type": "worker", "index": index}}))
+        cmd = [sys.executable, "-m", "clients.cli", "train", "--method", "ae", "--preset", "tiny",
+               "--a", a, "--b", b, "--out", str(out), "--steps", "4", "--checkpoint-every", "2",
+               "--distribute", "multiworker", "--no-progress"]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replicas"] == 2 and summary["step"] == 4 and summary["distribute"] == "multiworker"
+    index = json.loads((out / "checkpoints" / "index.json").read_text())
+    assert [e["step"] for e in index["checkpoints"]] == [2, 4]
+    # Only the chief reported; the worker wrote nothing of its own.
+    assert "run folder" in outputs[0][1] and "run folder" not in outputs[1][1]
+
+
+def test_multiworker_needs_tf_config_and_steps(tmp_path, capsys):
+    from trainer.cli import main
+
+    a, b = make_pair(tmp_path, count=4, size=32)
+    env_backup = os.environ.pop("TF_CONFIG", None)
+    try:
+        args = ["--method", "ae", "--preset", "tiny", "--a", a, "--b", b, "--distribute", "multiworker"]
+        assert main(args + ["--out", str(tmp_path / "r1"), "--steps", "2"]) == 2
+        assert "TF_CONFIG" in capsys.readouterr().err
+        assert main(args + ["--out", str(tmp_path / "r2"), "--minutes", "1"]) == 2
+        assert "--steps" in capsys.readouterr().err
+    finally:
+        if env_backup is not None:
+            os.environ["TF_CONFIG"] = env_backup
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()

@@ -1,0 +1,94 @@
+"""Trainer methods: registry, inference-model contract, size checks, and loss falling for each."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from faces.errors import InputError  # noqa: E402
+from tests.trainer_fixtures import synthetic_faces  # noqa: E402
+from trainer.data import AugmentConfig, make_dataset  # noqa: E402
+from trainer.methods import METHODS, build_method, get_method, preset_config  # noqa: E402
+
+ALL = ["ae", "vae", "conv-vae", "vae-gan", "cyclegan"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Drop the graphs and name counters of earlier tests (keeps later tracing fast)."""
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return synthetic_faces(3, 24, 32, seed=1), synthetic_faces(11, 24, 32, seed=2)
+
+
+def test_registry_lists_all_five_and_rejects_unknown_names():
+    assert list(METHODS) == ALL
+    for name in ALL:
+        assert get_method(name).method_name == name
+    with pytest.raises(InputError) as err:
+        get_method("gan")
+    for name in ALL:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_inference_model_contract(name):
+    method = build_method(name, preset_config(name, "tiny"))
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    outputs = {}
+    for direction in ("a2b", "b2a"):
+        model = method.inference_model(direction)
+        # Functional (not a subclass): what tf2onnx converts.
+        assert type(model).__name__ == "Functional"
+        assert [t.name for t in model.inputs] == ["face"]
+        assert tuple(model.inputs[0].shape) == (None, 32, 32, 3)
+        assert model.inputs[0].dtype == "float32"
+        assert tuple(model.outputs[0].shape) == (None, 32, 32, 3)
+        y = np.asarray(model(x))
+        assert y.dtype == np.float32 and y.shape == x.shape
+        assert 0.0 <= y.min() and y.max() <= 1.0
+        outputs[direction] = y
+    # The two directions use different decoders / generators.
+    assert np.abs(outputs["a2b"] - outputs["b2a"]).max() > 1e-4
+    with pytest.raises(InputError):
+        method.inference_model("b2c")
+
+
+@pytest.mark.parametrize("name,size", [("ae", 36), ("conv-vae", 20), ("vae-gan", 36), ("cyclegan", 30)])
+def test_size_the_network_cannot_take_is_refused(name, size):
+    with pytest.raises(InputError, match="multiple of"):
+        preset_config(name, "tiny", size=size)
+
+
+def test_cpu_presets_are_cpu_sized():
+    """`cpu`: 64 px and a few million parameters per exported network (not tens of millions)."""
+    for name in ALL:
+        method = build_method(name, preset_config(name, "cpu"))
+        counts = method.parameter_counts()
+        assert method.config.size == 64
+        assert 3e5 < counts["inference"] < 1.2e7, (name, counts)
+        assert counts["total"] < 2e7, (name, counts)
+
+
+def test_gpu_presets_use_mixed_precision_at_thesis_sizes():
+    for name in ALL:
+        cfg = preset_config(name, "gpu")
+        assert 128 <= cfg.size <= 160 and cfg.dtype_policy == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_loss_falls_for_every_method(name, faces):
+    """A few steps at 32 px: mean L1 of the last ten steps well below the first five's."""
+    keras.utils.set_random_seed(0)
+    method = build_method(name, preset_config(name, "tiny"), seed=0)
+    method.compile(method.default_optimizers())
+    dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
+    history = method.fit(dataset, epochs=6, steps_per_epoch=5, verbose=0, shuffle=False).history
+    l1 = np.asarray(history[method.progress_metric])
+    assert np.isfinite(l1).all()
+    assert l1[-2:].mean() < 0.85 * l1[0], l1

@@ -1,0 +1,239 @@
+"""`swapstream train` end to end at 32 px: run folder, load_run, resume after SIGKILL, bad input."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+keras = pytest.importorskip("keras")
+
+from faces.errors import InputError  # noqa: E402
+from tests.trainer_fixtures import make_pair, synthetic_faces, write_face_set  # noqa: E402
+from trainer.cli import main  # noqa: E402
+from trainer.runs import load_run  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Drop the graphs and name counters of earlier tests (keeps later tracing fast)."""
+    yield
+    keras.backend.clear_session()
+
+
+def _tree_digest(folder) -> dict:
+    """{relative path: sha256} of every file under folder."""
+    out = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def _train(*args) -> int:
+    return main(["--preset", "tiny", "--no-progress", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    return make_pair(tmp_path_factory.mktemp("sets"), count=16, size=32)
+
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory, sets):
+    """An `ae` run of 20 steps with checkpoints at 10 and 20 (treat as read-only; copy it)."""
+    out = tmp_path_factory.mktemp("runs") / "ae"
+    assert _train("--method", "ae", "--a", sets[0], "--b", sets[1], "--out", out, "--steps", 20,
+                  "--checkpoint-every", 10, "--preview-every", 10, "--log-every", 5) == 0
+    return out
+
+
+def _copy(run, tmp_path, name="run"):
+    dest = tmp_path / name
+    shutil.copytree(run, dest)
+    return dest
+
+
+def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets):
+    with open(ae_run / "config.yaml") as fh:
+        cfg = yaml.safe_load(fh)
+    assert cfg["method"] == "ae" and cfg["model"]["size"] == 32
+    assert cfg["data"]["a"] == os.path.abspath(sets[0]) and cfg["data"]["margin"] == pytest.approx(0.3)
+    index = json.loads((ae_run / "checkpoints" / "index.json").read_text())
+    assert [e["step"] for e in index["checkpoints"]] == [10, 20]
+    assert sorted(os.listdir(ae_run / "checkpoints")) == [
+        "ckpt-00000010.weights.h5", "ckpt-00000020.weights.h5", "index.json"]
+    grid = cv2.imread(str(ae_run / "previews" / "preview.png"))
+    assert grid.shape[0] == 4 * 32 and grid.shape[1] > 6 * 32  # rows A, A->B, B, B->A
+    assert (ae_run / "previews" / "step-00000010.png").is_file()
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(ae_run / "logs"))
+    summary = json.loads((ae_run / "summary.json").read_text())
+    assert summary["step"] == 20 and summary["images_per_second"] > 0
+    assert set(summary["final_losses"]) == {"loss", "l1"}
+    assert summary["parameters"]["total"] > summary["parameters"]["inference"] > 0
+
+
+def test_load_run_gives_the_latest_weights_and_optimizer_state(ae_run):
+    method = load_run(str(ae_run))
+    assert method.step == 20 and method.ae_optimizer.iterations.numpy() == 20
+    assert method.run_config.data.margin == pytest.approx(0.3)
+    faces = synthetic_faces(3, 2, 32, seed=9).astype(np.float32) / 255
+    out = np.asarray(method.inference_model("a2b")(faces))
+    assert out.shape == (2, 32, 32, 3)
+    # Trained weights, not a fresh initialisation: reconstructions beat an untrained model's.
+    rec = np.asarray(method.inference_model("b2a")(faces))
+    assert np.abs(rec - faces).mean() < 0.2
+
+
+def test_resume_after_sigkill_continues_step_and_optimizer_state(tmp_path, sets):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "clients.cli", "train", "--method", "ae", "--preset", "tiny",
+           "--a", sets[0], "--b", sets[1], "--out", str(out), "--steps", "100000",
+           "--checkpoint-every", "5", "--preview-every", "1000", "--no-progress"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    index_path = out / "checkpoints" / "index.json"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if index_path.exists() and json.loads(index_path.read_text())["checkpoints"][-1]["step"] >= 10:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 120 s")
+        time.sleep(0.3)  # land the kill at some point inside training, maybe mid-checkpoint
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    saved = json.loads(index_path.read_text())["checkpoints"][-1]["step"]
+    before = load_run(str(out))
+    assert before.step == saved
+    slots = [v.numpy() for v in before.ae_optimizer.variables if "momentum" in v.path]
+    assert slots and any(np.abs(s).max() > 0 for s in slots)
+
+    assert _train("--out", out, "--resume", "--steps", saved + 5, "--checkpoint-every", 5) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["start_step"] == saved and summary["step"] == saved + 5
+    after = load_run(str(out))
+    assert after.step == saved + 5 and int(after.ae_optimizer.iterations.numpy()) == saved + 5
+    # Leftovers of the killed save (temporary files) are gone.
+    assert not [n for n in os.listdir(out / "checkpoints") if n.startswith(".tmp-")]
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run, tmp_path, capsys):
+    run = _copy(ae_run, tmp_path)
+    before = _tree_digest(run / "checkpoints")
+    config_before = (run / "config.yaml").read_bytes()
+    assert _train("--out", run, "--resume", "--steps", 40, "--lr", 1e30) == 2
+    err = capsys.readouterr().err
+    assert "diverged" in err and "step 20" in err and "--lr" in err
+    assert _tree_digest(run / "checkpoints") == before
+    assert (run / "config.yaml").read_bytes() == config_before
+    assert load_run(str(run)).step == 20
+
+
+@pytest.mark.parametrize("problem", ["missing set", "empty set", "same set", "margins differ", "bad size",
+                                     "unknown method", "no budget"])
+def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
+    a, b = sets
+    args = ["--method", "ae", "--a", a, "--b", b, "--steps", 2]
+    if problem == "missing set":
+        args[5] = str(tmp_path / "nope.npz")
+    elif problem == "empty set":
+        args[5] = write_face_set(tmp_path / "empty.npz", np.zeros((0, 32, 32, 3), np.uint8))
+    elif problem == "same set":
+        args[5] = a
+    elif problem == "margins differ":
+        args[5] = write_face_set(tmp_path / "m.npz", synthetic_faces(5, 4, 32), margin=0.6)
+    elif problem == "bad size":
+        args += ["--size", 30]
+    elif problem == "unknown method":
+        args[1] = "autoencoder"
+    elif problem == "no budget":
+        args = args[:-2]
+    out = tmp_path / "run"
+    assert _train(*args, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("swapstream train: error: ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_existing_run_is_not_overwritten(ae_run, tmp_path, sets, capsys):
+    run = _copy(ae_run, tmp_path)
+    before = _tree_digest(run)
+    assert _train("--method", "ae", "--a", sets[0], "--b", sets[1], "--out", run, "--steps", 2) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _tree_digest(run) == before
+
+
+def _truncate(run):
+    path = run / "checkpoints" / "ckpt-00000020.weights.h5"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _other_method(run, foreign):
+    shutil.rmtree(run / "checkpoints")
+    shutil.copytree(foreign / "checkpoints", run / "checkpoints")
+
+
+def _edit_config(run):
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["encoder_filters"] = [8, 16, 48]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory, sets):
+    out = tmp_path_factory.mktemp("runs") / "vae"
+    assert _train("--method", "vae", "--a", sets[0], "--b", sets[1], "--out", out, "--steps", 2) == 0
+    return out
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", "truncated"),
+    ("other method", "method 'vae'"),
+    ("edited config", "does not fit"),
+    ("no checkpoint", "no checkpoint yet"),
+    ("no config", "config.yaml is missing"),
+])
+def test_damaged_runs_are_refused_and_left_alone(damage, message, ae_run, vae_run, tmp_path, capsys):
+    run = _copy(ae_run, tmp_path)
+    if damage == "truncated":
+        _truncate(run)
+    elif damage == "other method":
+        _other_method(run, vae_run)
+    elif damage == "edited config":
+        _edit_config(run)
+    elif damage == "no checkpoint":
+        shutil.rmtree(run / "checkpoints")
+    elif damage == "no config":
+        os.unlink(run / "config.yaml")
+    before = _tree_digest(run)
+    with pytest.raises(InputError, match=message):
+        load_run(str(run))
+    assert _train("--out", run, "--resume", "--steps", 30) == (0 if damage == "no checkpoint" else 2)
+    if damage != "no checkpoint":
+        assert message.split()[0] in capsys.readouterr().err
+        assert _tree_digest(run) == before
+
+
+def test_load_run_of_missing_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_run(str(tmp_path / "nothing"))
