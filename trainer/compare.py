@@ -282,6 +282,10 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
     rsa_ab = ev.structure_rsa(src_a, swap_ab, judges.groups_a)
     rsa_ba = ev.structure_rsa(src_b, swap_ba, judges.groups_b)
     out["structure_rsa"] = {"a2b": rsa_ab, "b2a": rsa_ba, "mean": 0.5 * (rsa_ab["score"] + rsa_ba["score"])}
+    # Sharpness relative to the real faces of the target at the same size (1 = as crisp).
+    sh_ab = ev.sharpness(swap_ab).mean() / max(ev.sharpness(ev.resize_faces(ev.as_uint8(src_b), swap_ab.shape[1])).mean(), 1e-9)
+    sh_ba = ev.sharpness(swap_ba).mean() / max(ev.sharpness(ev.resize_faces(ev.as_uint8(src_a), swap_ba.shape[1])).mean(), 1e-9)
+    out["sharpness"] = {"a2b": float(sh_ab), "b2a": float(sh_ba), "mean": float(0.5 * (sh_ab + sh_ba))}
     if judges.synthetic:
         s = swap_ab.shape[1]
         t_ab = ev.resize_faces(judges.truth_ab, s)
@@ -301,15 +305,18 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
     return out
 
 
-def preservation_of(result: dict, truth: dict | None) -> float:
-    """The 0..1 expression/pose preservation used in the ranking.
-
-    Synthetic: the pose regressor's reading relative to its reading of the ground truth (1 = as
-    well kept as in a perfect swap). Real: the structure-RSA proxy. Both clipped to 0..1.
-    """
+def raw_preservation(result: dict, truth: dict | None) -> float:
+    """Expression/pose preservation before clipping: synthetic, the pose regressor's score
+    relative to its score on the ground truth (1 = as well kept as in a perfect swap, below 0 =
+    worse than guessing the mean pose); real, the structure-RSA proxy."""
     if "pose" in result and truth is not None:
-        return float(np.clip(result["pose"]["mean"] / max(truth["pose"]["mean"], 1e-6), 0.0, 1.0))
-    return float(np.clip(result["structure_rsa"]["mean"], 0.0, 1.0))
+        return float(result["pose"]["mean"] / max(truth["pose"]["mean"], 1e-6))
+    return float(result["structure_rsa"]["mean"])
+
+
+def preservation_of(result: dict, truth: dict | None) -> float:
+    """The 0..1 expression/pose preservation used in the ranking (raw_preservation clipped)."""
+    return float(np.clip(raw_preservation(result, truth), 0.0, 1.0))
 
 
 def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, split_b: Split) -> dict:
@@ -354,10 +361,16 @@ def training_figures(summary: dict, progress_metric: str = "l1") -> dict:
 # ---------------------------------------------------------------- ranking and report
 
 def rank(methods: dict[str, dict]) -> list[dict]:
-    """Score = 0.5 * identity + 0.5 * preservation, best first, with one line of reasoning each."""
+    """Score = 0.5 * identity + 0.5 * preservation, best first, with one line of reasoning each.
+
+    Ties (to 3 decimals, e.g. when every method keeps nothing of the source) are broken by the
+    unclipped preservation, then by SSIM against the ground truth where there is one.
+    """
     rows = [{"method": m, "identity": r["identity"]["mean"], "preservation": r["preservation"],
+             "preservation_raw": r.get("preservation_raw", r["preservation"]),
              "score": 0.5 * r["identity"]["mean"] + 0.5 * r["preservation"]} for m, r in methods.items()]
-    rows.sort(key=lambda row: row["score"], reverse=True)
+    rows.sort(key=lambda row: (round(row["score"], 3), round(row["preservation_raw"], 3),
+                               methods[row["method"]].get("ssim", {}).get("mean", 0.0)), reverse=True)
     if not rows:
         return rows
     best_id = max(r["identity"] for r in rows)
@@ -374,9 +387,10 @@ def _describe(value: float, strong: float, weak: float) -> str:
 
 def _reason(row: dict, best_id: float, best_pres: float, result: dict) -> str:
     ident, pres = row["identity"], row["preservation"]
-    parts = [f"looks like the target in {100 * result['identity']['share_judged_target']:.0f}% of held-out swaps "
+    parts = [f"judged the target in {100 * result['identity']['share_judged_target']:.0f}% of held-out swaps "
              f"(P = {ident:.2f}, {_describe(ident, 0.8, 0.5)})",
-             f"keeps {_describe(pres, 0.7, 0.4)} expression/pose ({pres:.2f})"]
+             f"keeps {_describe(pres, 0.7, 0.4)} expression/pose ({pres:.2f}"
+             + (f", unclipped {row['preservation_raw']:.2f})" if abs(row["preservation_raw"] - pres) > 1e-9 else ")")]
     if ident >= best_id - 1e-9 and pres >= best_pres - 1e-9 and ident >= 0.5 and pres >= 0.4:
         parts.append("best on both halves")
     elif ident >= best_id - 1e-9 and ident >= 0.5:
@@ -425,20 +439,21 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
                      "and mouth (trainer/evaluate.py `structure_rsa`; docs/compare.md says why).")
     lines += [f"- Timings were measured on a shared 2-core CPU while other jobs ran: compare them "
               "within this table only.", ""]
-    head = ["method", "score", "P(target)", "preservation"]
+    head = ["method", "score", "P(target)", "preservation", "(unclipped)"]
     if synthetic:
         head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]
-    head += ["structure RSA", "recon. loss", "params (M)", "steps", "train img/s", "infer ms/face (b1)"]
+    head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train img/s", "infer ms/face (b1)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     scored = {row["method"]: row for row in ranking}
 
     def row_for(name: str, r: dict, score: float | None) -> str:
         t = r.get("training", {})
-        cells = [name, _fmt(score), _fmt(r["identity"]["mean"]), _fmt(r["preservation"])]
+        cells = [name, _fmt(score), _fmt(r["identity"]["mean"]), _fmt(r["preservation"]),
+                 _fmt(r.get("preservation_raw"))]
         if synthetic:
             cells += [_fmt(r["ssim"]["mean"]), _fmt(r["psnr"]["mean"], 2), _fmt(r["ssim_crop"]["mean"])]
         params = t.get("parameters")
-        cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(t.get("reconstruction_loss"), 4),
+        cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(r["sharpness"]["mean"], 2), _fmt(t.get("reconstruction_loss"), 4),
                   _fmt(params / 1e6 if params else None, 2), _fmt(t.get("steps")),
                   _fmt(t.get("images_per_second"), 1),
                   _fmt(r.get("inference", {}).get("batch1_ms"), 2)]
@@ -453,6 +468,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     lines += ["", "Reference rows (italic) are not methods: _source copy_ returns the source unchanged, "
               "_target faces_ returns held-out faces of the target in clip order (ignores the source: "
               "the chance level of preservation), "
+              "sharpness is the Laplacian variance relative to the target's real faces (1 = as crisp), "
               + ("_ground truth_ is the re-rendered perfect swap. " if synthetic else "")
               + "score = 0.5 x P(target) + 0.5 x preservation. Directions A->B and B->A are averaged; "
               "metrics.json has each direction.", "", "## Ranking", ""]
@@ -586,6 +602,7 @@ def compare(args) -> Comparison:
     truth = references.get("ground truth")
     for ref in references.values():
         ref["preservation"] = preservation_of(ref, truth)
+        ref["preservation_raw"] = raw_preservation(ref, truth)
     for k, method in enumerate([m for m in methods if m not in failed], 1):
         log(f"judging {method} ({k}/{len(methods) - len(failed)})")
         try:
@@ -595,6 +612,7 @@ def compare(args) -> Comparison:
             log(f"{method}: {failed[method]}")
             continue
         r["preservation"] = preservation_of(r, truth)
+        r["preservation_raw"] = raw_preservation(r, truth)
         results[method] = r
         log(f"{method}: P(target) {r['identity']['mean']:.3f}, preservation {r['preservation']:.3f}"
             + (f", SSIM {r['ssim']['mean']:.3f}" if "ssim" in r else ""))

@@ -138,6 +138,12 @@ def l1(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(fa - fb).reshape(len(fa), -1).mean(axis=1)
 
 
+def sharpness(faces: np.ndarray) -> np.ndarray:
+    """Variance of the Laplacian of each grey face (0..255 scale), shape (N,): low means blurry."""
+    return np.array([cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+                     for f in as_uint8(faces)])
+
+
 # ---------------------------------------------------------------- held-out split
 
 def holdout_split(n: int, fraction: float = 0.2, blocks: int | None = None) -> tuple[np.ndarray, np.ndarray]:
