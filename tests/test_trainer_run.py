@@ -77,7 +77,7 @@ def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets)
     assert sorted(os.listdir(ae_run / "checkpoints")) == [
         "ckpt-00000010.weights.h5", "ckpt-00000020.weights.h5", "index.json"]
     grid = cv2.imread(str(ae_run / "previews" / "preview.png"))
-    assert grid.shape[0] == 4 * 32 and grid.shape[1] > 6 * 32  # rows A, A->B, B, B->A
+    assert grid.shape[0] == 4 * 128 and grid.shape[1] > 6 * 128  # rows A, A->B, B, B->A, enlarged 4x
     assert (ae_run / "previews" / "step-00000010.png").is_file()
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(ae_run / "logs"))
     summary = json.loads((ae_run / "summary.json").read_text())

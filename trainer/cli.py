@@ -3,7 +3,7 @@
     swapstream train --method M --a SET_A.npz --b SET_B.npz --out RUN
                      [--preset tiny|cpu|gpu] [--size PX] [--steps N | --minutes T] [--batch B]
                      [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
-                     [--checkpoint-every N] [--keep K] [--lr LR] [--seed S]
+                     [--checkpoint-every N] [--keep K] [--lr LR] [--[no-]xla] [--seed S]
 
 Run folder: config.yaml (resolved config), checkpoints/, previews/, logs/ (TensorBoard),
 summary.json. `--steps` is the run's total: `--resume` continues up to it from the last
@@ -13,7 +13,7 @@ foreign checkpoint), 1 anything else.
 """
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import os
 import sys
 
@@ -36,6 +36,9 @@ def build_parser() -> ArgumentParser:
     budget.add_argument("--minutes", type=float, help="train for this many minutes (this session)")
     p.add_argument("--batch", type=int, help="faces of each identity per step (default: preset's)")
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile train steps with XLA (default: the preset's; measure first: "
+                        "on CPU it can be slower)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--distribute", default="none", help="none | mirrored | multiworker (TF_CONFIG)")
@@ -56,11 +59,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args) -> int:
+    import tensorflow as tf
+
     from trainer.session import TrainRequest, train_run
+
+    # Grappler's remapper gives up on the training graphs (Conv+BiasAdd+LeakyReLU whose output
+    # the gradient also reads) and logs a C++ error line each time; the graph is the same
+    # without it, so switch it off instead of printing a scary line per run.
+    tf.config.optimizer.set_experimental_options({"remapping": False})
 
     request = TrainRequest(
         out=args.out, method=args.method, a=args.a, b=args.b, preset=args.preset, size=args.size,
-        steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
+        steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, xla=args.xla, seed=args.seed,
         resume=args.resume, distribute=args.distribute, logical_cpus=args.logical_cpus,
         log_every=args.log_every, preview_every=args.preview_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress)

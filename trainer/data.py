@@ -77,9 +77,22 @@ def check_pair(fs_a: FaceSet, fs_b: FaceSet, path_a: str, path_b: str) -> None:
 
 
 def preview_faces(faces: np.ndarray, count: int) -> np.ndarray:
-    """`count` faces spread evenly over the set (fixed for the whole run)."""
-    index = np.linspace(0, len(faces) - 1, num=min(count, len(faces))).round().astype(int)
-    return faces[index]
+    """`count` faces that differ most from each other (fixed for the whole run).
+
+    Greedy farthest-point picks on 16x16 grey thumbnails: the preview then shows the widest
+    range of pose and expression the set holds, which is what a swap has to carry over.
+    """
+    count = min(count, len(faces))
+    thumbs = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (16, 16),
+                                  interpolation=cv2.INTER_AREA) for f in faces]).astype(np.float32)
+    thumbs = thumbs.reshape(len(faces), -1)
+    chosen = [int(np.argmin(np.abs(thumbs - thumbs.mean(0)).sum(1)))]  # the most typical face
+    dist = np.abs(thumbs - thumbs[chosen[0]]).sum(1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.abs(thumbs - thumbs[nxt]).sum(1))
+    return faces[np.sort(chosen)]
 
 
 def _bilinear_sample(images, xs, ys):

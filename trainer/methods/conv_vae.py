@@ -47,9 +47,9 @@ class ConvVAEConfig:
 PRESETS = {
     "tiny": ConvVAEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
                           decoder_filters=(16, 8), learning_rate=1e-3),
-    "cpu": ConvVAEConfig(),
-    "gpu": ConvVAEConfig(size=128, encoder_filters=(128, 256, 512, 1024), latent_dim=512,
-                         bottleneck_filters=512, decoder_filters=(512, 256, 128),
+    "cpu": ConvVAEConfig(learning_rate=5e-4),
+    "gpu": ConvVAEConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
+                         bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
                          learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
 }
 

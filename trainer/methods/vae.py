@@ -47,7 +47,7 @@ class VAEConfig:
 
 PRESETS = {
     "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
-    "cpu": VAEConfig(),
+    "cpu": VAEConfig(learning_rate=5e-4),
     "gpu": VAEConfig(size=128, hidden=(1024, 512), latent_dim=256, learning_rate=1e-4,
                      dtype_policy="mixed_bfloat16"),
 }

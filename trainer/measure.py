@@ -1,0 +1,91 @@
+"""Measure each method's training cost: parameters, images/s, time per step, input-pipeline cost.
+
+    python -m trainer.measure --a SET_A.npz --b SET_B.npz [--preset cpu] [--methods all|m1,m2]
+                              [--steps 30] [--rounds 2] [--json OUT.json]
+
+For each method it times `fit()` on real augmented batches from trainer.data and on one real
+batch repeated from memory (no input cost), alternating the two `--rounds` times and keeping
+each one's fastest round (the machine may be shared: the fastest round is the least disturbed).
+Input-pipeline overhead = time(real) / time(constant) - 1. Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
+from trainer.methods import METHODS, build_method, preset_config  # noqa: E402
+from trainer.session import BATCH_OVERRIDES, TRAIN_DEFAULTS  # noqa: E402
+
+
+def _timed_fit(method, dataset, steps: int) -> float:
+    start = time.perf_counter()
+    method.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return time.perf_counter() - start
+
+
+def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int, rounds: int) -> dict:
+    """Figures for one method (see module docstring)."""
+    cfg = preset_config(name, preset)
+    batch = BATCH_OVERRIDES.get((name, preset), TRAIN_DEFAULTS[preset].batch_size)
+    pair = load_face_pair(path_a, path_b, cfg.size)
+    method = build_method(name, cfg)
+    method.compile(method.default_optimizers(), jit_compile=cfg.jit_compile)
+    real = make_dataset(pair.faces_a, pair.faces_b, batch, AugmentConfig(), seed=0)
+    const = constant_dataset(real)
+    first = _timed_fit(method, real, 1)  # tracing
+    _timed_fit(method, const, 2)
+    t_real, t_const = [], []
+    for _ in range(rounds):
+        t_real.append(_timed_fit(method, real, steps))
+        t_const.append(_timed_fit(method, const, steps))
+    real_s, const_s = min(t_real) / steps, min(t_const) / steps
+    counts = method.parameter_counts()
+    return {"method": name, "preset": preset, "size": cfg.size, "batch": batch,
+            "parameters_total": counts["total"], "parameters_inference": counts["inference"],
+            "seconds_per_step": round(real_s, 4), "images_per_second": round(2 * batch / real_s, 1),
+            "images_per_second_constant_input": round(2 * batch / const_s, 1),
+            "input_overhead": round(real_s / const_s - 1, 3), "first_step_seconds": round(first, 1)}
+
+
+def markdown(rows: list[dict]) -> str:
+    """The figures as a Markdown table."""
+    head = ("| method | size | batch | parameters (total / exported) | images/s | s/step | "
+            "images/s, constant input | input overhead | first step (trace) |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    return head + "".join(
+        f"| {r['method']} | {r['size']} | {r['batch']} | {r['parameters_total'] / 1e6:.2f}M / "
+        f"{r['parameters_inference'] / 1e6:.2f}M | {r['images_per_second']} | {r['seconds_per_step']} | "
+        f"{r['images_per_second_constant_input']} | {100 * r['input_overhead']:+.1f}% | "
+        f"{r['first_step_seconds']} s |\n" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer.measure", description=__doc__.split("\n")[0])
+    p.add_argument("--a", required=True)
+    p.add_argument("--b", required=True)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--methods", default="all")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    names = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    rows = []
+    for name in names:
+        rows.append(measure_method(name, args.a, args.b, args.preset, args.steps, args.rounds))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(markdown(rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
