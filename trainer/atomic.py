@@ -8,22 +8,17 @@ import tempfile
 import yaml
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder, fsync, then rename.
 
-    The file gets the usual permissions (0666 minus the umask), not mkstemp's private 0600.
+    The file is made world-readable (0644) like a plain open() would, not mkstemp's private 0600
+    (reading the umask would mean setting it, which races with other threads).
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -239,8 +240,15 @@ def run_session(method, dataset: tf.data.Dataset, plan: SessionPlan, preview_a: 
     if plan.target_steps is not None and start_step >= plan.target_steps:
         return SessionResult(start_step, start_step, 0.0, 0.0, 0, plan.images_per_step, "steps")
     first_window = start_step // plan.log_every
-    method.fit(dataset, initial_epoch=first_window, epochs=first_window + 10**9,
-               steps_per_epoch=plan.log_every, callbacks=callbacks, verbose=0, shuffle=False)
+    try:
+        method.fit(dataset, initial_epoch=first_window, epochs=first_window + 10**9,
+                   steps_per_epoch=plan.log_every, callbacks=callbacks, verbose=0, shuffle=False)
+    except KeyboardInterrupt:
+        # Ctrl-C lands between steps: keep what was learnt since the last checkpoint.
+        if plan.chief and guard.diverged_at is None and ckpt.last_saved != method.step:
+            checkpoints.save_checkpoint(method, plan.run_dir, plan.keep)
+            print(f"interrupted: checkpoint written at step {method.step}", file=sys.stderr)
+        raise
     if guard.diverged_at is not None:
         losses = ", ".join(f"{k}={v}" for k, v in guard.bad.items())
         last = checkpoints.latest_checkpoint(plan.run_dir) if plan.chief else None
