@@ -430,6 +430,9 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
         f"- Identity judge: A-vs-B CNN at {info['judge_size']} px, held-out accuracy "
         f"{info['classifier_accuracy']:.3f} on {info['held_out_a']} + {info['held_out_b']} faces.",
     ]
+    if info["classifier_accuracy"] < 0.8:
+        lines.append(f"- **Warning: the identity judge is unreliable here** (held-out accuracy "
+                     f"{info['classifier_accuracy']:.2f}); its P(target) says little.")
     if synthetic:
         lines.append(f"- Pose judge: CNN regressor of {', '.join(info['pose_names'])} trained on renders of "
                      f"{info['pose_identities']} identities in training-split poses; it reads the ground truth "
@@ -439,7 +442,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
                      "and mouth (trainer/evaluate.py `structure_rsa`; docs/compare.md says why).")
     lines += [f"- Timings were measured on a shared 2-core CPU while other jobs ran: compare them "
               "within this table only.", ""]
-    head = ["method", "score", "P(target)", "preservation", "(unclipped)"]
+    head = ["method", "score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
     if synthetic:
         head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]
     head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train img/s", "infer ms/face (b1)"]
@@ -448,8 +451,9 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
 
     def row_for(name: str, r: dict, score: float | None) -> str:
         t = r.get("training", {})
-        cells = [name, _fmt(score), _fmt(r["identity"]["mean"]), _fmt(r["preservation"]),
-                 _fmt(r.get("preservation_raw"))]
+        cells = [name, _fmt(score), _fmt(r["identity"]["mean"]), _fmt(r["preservation"])]
+        if synthetic:
+            cells.append(_fmt(r.get("preservation_raw")))
         if synthetic:
             cells += [_fmt(r["ssim"]["mean"]), _fmt(r["psnr"]["mean"], 2), _fmt(r["ssim_crop"]["mean"])]
         params = t.get("parameters")
@@ -465,13 +469,16 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
         lines.append(row_for(f"_{name}_", r, 0.5 * r["identity"]["mean"] + 0.5 * r["preservation"]))
     for name, why in failed.items():
         lines.append(f"| **{name}** | failed: {why} |" + " |" * (len(head) - 2))
-    lines += ["", "Reference rows (italic) are not methods: _source copy_ returns the source unchanged, "
-              "_target faces_ returns held-out faces of the target in clip order (ignores the source: "
-              "the chance level of preservation), "
-              "sharpness is the Laplacian variance relative to the target's real faces (1 = as crisp), "
-              + ("_ground truth_ is the re-rendered perfect swap. " if synthetic else "")
-              + "score = 0.5 x P(target) + 0.5 x preservation. Directions A->B and B->A are averaged; "
-              "metrics.json has each direction.", "", "## Ranking", ""]
+    lines += ["", "- score = 0.5 x P(target) + 0.5 x preservation; directions A->B and B->A are averaged "
+              "(metrics.json has each). Preservation: "
+              + ("the pose judge's reading relative to the ground truth's" if synthetic else "the structure RSA")
+              + ", clipped to 0..1 (unclipped beside it).",
+              "- Reference rows (italic) are not methods: _source copy_ returns the source unchanged; "
+              "_target faces_ returns held-out faces of the target in clip order, ignoring the source "
+              "(the chance level of preservation)"
+              + ("; _ground truth_ is the re-rendered perfect swap." if synthetic else "."),
+              "- sharpness: Laplacian variance of the swaps relative to the target's real faces (1 = as crisp).",
+              "", "## Ranking", ""]
     for row in ranking:
         lines.append(f"{row['place']}. **{row['method']}** (score {row['score']:.3f}): {row['reason']}.")
     lines += ["", "## Grid", "", "![grid](grid.png)", "",

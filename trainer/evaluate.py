@@ -242,12 +242,14 @@ class IdentityClassifier:
 
 
 def train_identity_classifier(train_a: np.ndarray, train_b: np.ndarray, test_a: np.ndarray,
-                              test_b: np.ndarray, size: int = 64, epochs: int = 12,
+                              test_b: np.ndarray, size: int = 64, min_steps: int = 600,
                               seed: int = 0) -> IdentityClassifier:
     """Train the A-versus-B judge on the training split, score it on the held-out split.
 
     Seeded (keras.utils.set_random_seed), classes balanced by sample weights, 3 augmented
-    copies per face. Takes tens of seconds on 2 CPU cores at 64 px for a few hundred faces.
+    copies per face, batch 32, at least 8 epochs and at least `min_steps` optimizer steps: on a
+    small real set (two people of similar colouring, about 150 faces) 170 steps left it at
+    chance, 560 steps gave held-out accuracy 1.0. Takes tens of seconds on 2 CPU cores at 64 px.
     """
     import keras
 
@@ -263,7 +265,9 @@ def train_identity_classifier(train_a: np.ndarray, train_b: np.ndarray, test_a: 
     order = rng.permutation(len(x))
     model = _classifier_net(size, seed)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="binary_crossentropy")
-    model.fit(x[order], y[order], sample_weight=w[order].astype(np.float32), batch_size=32,
+    batch = 32
+    epochs = max(8, -(-min_steps * batch // len(x)))
+    model.fit(x[order], y[order], sample_weight=w[order].astype(np.float32), batch_size=batch,
               epochs=epochs, verbose=0, shuffle=True)
     clf = IdentityClassifier(model, size, 0.0, (len(train_a), len(train_b)), (len(test_a), len(test_b)), 0.0)
     acc_a = float((clf.p_b(test_a) < 0.5).mean())
