@@ -167,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         server = ServerProcess(models, os.path.join(out, "server.log"))
         try:
             print(f"\nserver listening on {server.address}", flush=True)
+            # Synthetic A and B share the renderer's lighting, so matching the swap's colours to
+            # A's face would only paint A's skin tone back over B: keep B's colours there.
+            colour = [] if args.a else ["--no-colour-transfer"]
             stage.run(["stream", clip, "-o", swapped, "--model", MODEL_NAME, "--server", server.address,
-                       "--side-by-side", side, "--no-progress"])
+                       "--side-by-side", side, "--no-progress", *colour])
             stage.run(["bench", "--model", MODEL_NAME, "--server", server.address, "--streams", "1",
                        "--frames", "60", "--size", str(args.size),
                        "--json", os.path.join(out, "latency.json"), "--markdown", os.path.join(out, "latency.md")])

@@ -247,12 +247,13 @@ def side_by_side_path(out_path: str) -> str:
 def stream_video(source: str | int, out_path: str, model: str, target: str = DEFAULT_TARGET, *,
                  token: str | None = None, tls_ca: str | None = None, side_by_side: str | None = None,
                  window: int = 4, encoding: int = swap_pb2.JPEG, max_frames: int | None = None,
-                 progress: bool = True) -> StreamSummary:
+                 progress: bool = True, options: swap_pb2.SwapOptions | None = None) -> StreamSummary:
     """Stream a video file (or webcam index) through the server into `out_path`.
 
     The output keeps the input's frame rate and size; a frame the server could not swap is
     written unchanged (and counted as an error). With `side_by_side`, a second video holds
-    source and result next to each other. Files appear only when the whole stream succeeded.
+    source and result next to each other. `options` (blend mode, colour transfer, ...) go with
+    the first frame and hold for the stream. Files appear only when the whole stream succeeded.
     Raises InputError for bad input (missing video, unknown model, bad token), grpc.RpcError
     for other server failures.
     """
@@ -271,7 +272,7 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
         ok = False
         start = time.perf_counter()
         try:
-            for result in client.stream(frames, model, encoding=encoding, window=window):
+            for result in client.stream(frames, model, encoding=encoding, window=window, options=options):
                 summary.add(result)
                 out = result.image if result.image is not None else result.source
                 if out.shape[:2] != (size[1], size[0]):
@@ -311,6 +312,9 @@ def build_parser() -> ArgumentParser:
                    help="also write source | result next to each other (default OUT_side_by_side.EXT)")
     p.add_argument("--window", type=int, default=4, help="frames in flight (pipelining depth)")
     p.add_argument("--encoding", choices=("jpeg", "png", "raw"), default="jpeg", help="frame encoding on the wire")
+    p.add_argument("--blend", choices=("alpha", "seamless"), help="blend mode (default: the server's)")
+    p.add_argument("--no-colour-transfer", action="store_true",
+                   help="keep the swapped face's own colours instead of matching the original face's")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all; useful for a webcam)")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the server")
     p.add_argument("--no-progress", action="store_true")
@@ -343,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = stream_video(source, args.out, args.model, args.server, token=args.token,
                                    tls_ca=args.tls_ca, side_by_side=sbs, window=args.window,
                                    encoding=encoding, max_frames=args.max_frames or None,
-                                   progress=not args.no_progress)
+                                   progress=not args.no_progress, options=swap_pb2.SwapOptions(
+                                       blend={None: swap_pb2.BLEND_DEFAULT, "alpha": swap_pb2.BLEND_ALPHA,
+                                              "seamless": swap_pb2.BLEND_SEAMLESS}[args.blend],
+                                       skip_colour_transfer=args.no_colour_transfer))
         except grpc.RpcError as exc:
             print(f"{PROG}: error: server {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
