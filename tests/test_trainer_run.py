@@ -149,7 +149,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run
 
 
 @pytest.mark.parametrize("problem", ["missing set", "empty set", "same set", "margins differ", "bad size",
-                                     "unknown method", "no budget"])
+                                     "unknown method", "no budget", "bad batch"])
 def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
     a, b = sets
     args = ["--method", "ae", "--a", a, "--b", b, "--steps", 2]
@@ -167,6 +167,8 @@ def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
         args[1] = "autoencoder"
     elif problem == "no budget":
         args = args[:-2]
+    elif problem == "bad batch":
+        args += ["--batch", 0]
     out = tmp_path / "run"
     assert _train(*args, "--out", out) == 2
     err = capsys.readouterr().err

@@ -29,7 +29,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--a", help="face set of identity A (.npz from `swapstream extract`)")
     p.add_argument("--b", help="face set of identity B")
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--preset", default="cpu", help="network size preset: tiny | cpu | gpu (default cpu)")
+    p.add_argument("--preset", help="network size preset: tiny | cpu | gpu (default cpu)")
     p.add_argument("--size", type=int, help="training image size in pixels (default: the preset's)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="total training steps of the run")

@@ -38,9 +38,11 @@ class TrainConfig:
     logical_cpus: int = 0  # split the host CPU into N logical devices (to test mirrored on CPU)
 
     def validate(self) -> None:
-        for name in ("batch_size", "log_every", "checkpoint_every", "preview_every", "keep"):
+        flags = {"batch_size": "--batch", "log_every": "--log-every", "keep": "--keep",
+                 "checkpoint_every": "--checkpoint-every", "preview_every": "--preview-every"}
+        for name, flag in flags.items():
             if getattr(self, name) <= 0:
-                raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+                raise InputError(f"{flag} must be > 0, got {getattr(self, name)}")
         if self.steps is None and self.minutes is None:
             raise InputError("give --steps N or --minutes T")
         if self.steps is not None and self.steps <= 0:

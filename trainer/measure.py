@@ -1,12 +1,15 @@
 """Measure each method's training cost: parameters, images/s, time per step, input-pipeline cost.
 
     python -m trainer.measure --a SET_A.npz --b SET_B.npz [--preset cpu] [--methods all|m1,m2]
-                              [--steps 30] [--rounds 2] [--json OUT.json]
+                              [--steps 10] [--rounds 5] [--json OUT.json]
 
 For each method it times `fit()` on real augmented batches from trainer.data and on one real
 batch repeated from memory (no input cost), alternating the two `--rounds` times and keeping
 each one's fastest round (the machine may be shared: the fastest round is the least disturbed).
-Input-pipeline overhead = time(real) / time(constant) - 1. Prints a Markdown table.
+Input-pipeline overhead = time(real) / time(constant) - 1, in wall time and in CPU time of the
+process (the steadier figure on a shared machine); also the time the pipeline needs per
+batch on its own (an upper bound of what it can steal from training on a CPU-only box).
+Prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -23,10 +26,21 @@ from trainer.methods import METHODS, build_method, preset_config  # noqa: E402
 from trainer.session import BATCH_OVERRIDES, TRAIN_DEFAULTS  # noqa: E402
 
 
-def _timed_fit(method, dataset, steps: int) -> float:
-    start = time.perf_counter()
+def _timed_fit(method, dataset, steps: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for `steps` training steps."""
+    wall, cpu = time.perf_counter(), time.process_time()
     method.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def pipeline_seconds_per_batch(dataset, batches: int) -> float:
+    """Time to produce one batch with nothing else running (the input cost on its own)."""
+    it = iter(dataset)
+    next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return (time.perf_counter() - start) / batches
 
 
 def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int, rounds: int) -> dict:
@@ -38,31 +52,38 @@ def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int,
     method.compile(method.default_optimizers(), jit_compile=cfg.jit_compile)
     real = make_dataset(pair.faces_a, pair.faces_b, batch, AugmentConfig(), seed=0)
     const = constant_dataset(real)
-    first = _timed_fit(method, real, 1)  # tracing
+    first = _timed_fit(method, real, 1)[0]  # tracing
     _timed_fit(method, const, 2)
     t_real, t_const = [], []
     for _ in range(rounds):
         t_real.append(_timed_fit(method, real, steps))
         t_const.append(_timed_fit(method, const, steps))
-    real_s, const_s = min(t_real) / steps, min(t_const) / steps
+    real_s, const_s = min(t[0] for t in t_real) / steps, min(t[0] for t in t_const) / steps
+    # CPU seconds are far less disturbed by other processes than wall time on a shared box.
+    real_cpu, const_cpu = min(t[1] for t in t_real), min(t[1] for t in t_const)
+    input_s = pipeline_seconds_per_batch(real, 4 * steps)
     counts = method.parameter_counts()
     return {"method": name, "preset": preset, "size": cfg.size, "batch": batch,
             "parameters_total": counts["total"], "parameters_inference": counts["inference"],
             "seconds_per_step": round(real_s, 4), "images_per_second": round(2 * batch / real_s, 1),
             "images_per_second_constant_input": round(2 * batch / const_s, 1),
-            "input_overhead": round(real_s / const_s - 1, 3), "first_step_seconds": round(first, 1)}
+            "input_overhead": round(real_s / const_s - 1, 3),
+            "input_overhead_cpu_time": round(real_cpu / const_cpu - 1, 3),
+            "input_ms_per_batch_alone": round(1000 * input_s, 1), "first_step_seconds": round(first, 1)}
 
 
 def markdown(rows: list[dict]) -> str:
     """The figures as a Markdown table."""
     head = ("| method | size | batch | parameters (total / exported) | images/s | s/step | "
-            "images/s, constant input | input overhead | first step (trace) |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+            "images/s, constant input | input overhead (wall) | input overhead (CPU time) | "
+            "input alone, ms/batch | first step (trace) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['method']} | {r['size']} | {r['batch']} | {r['parameters_total'] / 1e6:.2f}M / "
         f"{r['parameters_inference'] / 1e6:.2f}M | {r['images_per_second']} | {r['seconds_per_step']} | "
         f"{r['images_per_second_constant_input']} | {100 * r['input_overhead']:+.1f}% | "
-        f"{r['first_step_seconds']} s |\n" for r in rows)
+        f"{100 * r['input_overhead_cpu_time']:+.1f}% | "
+        f"{r['input_ms_per_batch_alone']} | {r['first_step_seconds']} s |\n" for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b", required=True)
     p.add_argument("--preset", default="cpu")
     p.add_argument("--methods", default="all")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json")
     args = p.parse_args(argv)
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")

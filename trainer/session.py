@@ -45,7 +45,7 @@ class TrainRequest:
     method: str | None = None
     a: str | None = None
     b: str | None = None
-    preset: str = "cpu"
+    preset: str | None = None  # default "cpu" for a new run; a resumed run keeps its own
     size: int | None = None
     steps: int | None = None
     minutes: float | None = None
@@ -85,24 +85,26 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     # Other workers of a multi-worker run see the folder the chief has just made.
     if chief and os.path.exists(req.out) and (not os.path.isdir(req.out) or os.listdir(req.out)):
         raise InputError(f"{req.out} already exists; use --resume to continue it or another --out")
-    if req.preset not in TRAIN_DEFAULTS:
-        raise InputError(f"unknown preset {req.preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
-    model = preset_config(req.method, req.preset, req.size)
+    preset = req.preset or "cpu"
+    if preset not in TRAIN_DEFAULTS:
+        raise InputError(f"unknown preset {preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
+    model = preset_config(req.method, preset, req.size)
     model = _model_overrides(model, req)
     train = dataclasses.replace(
-        TRAIN_DEFAULTS[req.preset],
-        batch_size=BATCH_OVERRIDES.get((req.method, req.preset), TRAIN_DEFAULTS[req.preset].batch_size),
+        TRAIN_DEFAULTS[preset],
+        batch_size=BATCH_OVERRIDES.get((req.method, preset), TRAIN_DEFAULTS[preset].batch_size),
         steps=req.steps, minutes=req.minutes, seed=req.seed, distribute=req.distribute,
         logical_cpus=req.logical_cpus)
     train = dataclasses.replace(train, **_overrides(req))
     data = DataConfig(a=os.path.abspath(req.a), b=os.path.abspath(req.b), margin=0.0,
                       faces_a=0, faces_b=0, source_size_a=0, source_size_b=0)
-    return RunConfig(req.method, req.preset, model, train, data, AugmentConfig())
+    return RunConfig(req.method, preset, model, train, data, AugmentConfig())
 
 
 def _resumed_config(req: TrainRequest) -> RunConfig:
     cfg = read_config(req.out)
     given = {"--method": (req.method, cfg.method), "--size": (req.size, cfg.model.size),
+             "--preset": (req.preset, cfg.preset),
              "--a": (req.a and os.path.abspath(req.a), cfg.data.a),
              "--b": (req.b and os.path.abspath(req.b), cfg.data.b)}
     for flag, (value, stored) in given.items():
