@@ -69,6 +69,9 @@ def save_faceset(path: str, fs: FaceSet) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual umask-based mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
