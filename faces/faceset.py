@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from faces.errors import FaceSetError
+from faces.files import publish
 
 REQUIRED = ("faces", "source", "frame_index", "box")
 
@@ -69,10 +70,7 @@ def save_faceset(path: str, fs: FaceSet) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
-        umask = os.umask(0)  # mkstemp makes the file 0600; give it the usual umask-based mode
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

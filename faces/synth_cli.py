@@ -70,9 +70,7 @@ def _write_sidecar_tmp(video: str, arrays: dict) -> str:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the sidecar is renamed into place later
     except BaseException:
         os.unlink(tmp)
         raise

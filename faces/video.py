@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from faces.errors import VideoError
+from faces.files import publish
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
@@ -89,11 +90,7 @@ class VideoWriter:
         """Finish the file; with keep=False (or no frames) delete it instead."""
         self._writer.release()
         if keep and self.frames > 0:
-            # mkstemp makes the file 0600; give the finished video the usual umask-based mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         elif os.path.exists(self._tmp):
             os.unlink(self._tmp)
 
