@@ -160,6 +160,12 @@ def test_existing_runs_are_not_clobbered_without_reuse(report, sets, capsys):
     assert cmp.main(args) == 2  # run folders exist: refuse without --reuse
     assert "--reuse" in capsys.readouterr().err
     assert (report / "runs" / "ae" / "summary.json").is_file()
+    # Reusing runs trained on other faces (A and B swapped) is refused before anything is written.
+    swapped = ["--a", sets["b"], "--b", sets["a"], *args[4:], "--reuse"]
+    before = (report / "report.md").stat().st_mtime_ns
+    assert cmp.main(swapped) == 2
+    assert "other faces" in capsys.readouterr().err
+    assert (report / "report.md").stat().st_mtime_ns == before
 
 
 @pytest.mark.parametrize("extra, message", [

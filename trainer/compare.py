@@ -190,11 +190,26 @@ def run_finished(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, "summary.json"))
 
 
+def check_run_matches(run_dir: str, method: str, split_a: Split, split_b: Split) -> None:
+    """Refuse to reuse a run of another method or trained on other face sets."""
+    from trainer.runs import read_run_config
+
+    cfg = read_run_config(run_dir)
+    if cfg.method != method:
+        raise InputError(f"{run_dir} is a run of {cfg.method}, not {method}")
+    for name, have, want in (("A", cfg.data.a, split_a.train_path), ("B", cfg.data.b, split_b.train_path)):
+        if os.path.abspath(have) != os.path.abspath(want):
+            raise InputError(f"{run_dir} was trained on {have} as {name}, not on this comparison's "
+                             f"training split {want}; use another --runs folder")
+
+
 def train_all(methods: list[str], runs: str, split_a: Split, split_b: Split, budget: Budget, args) -> dict[str, str]:
     """Train (or reuse) every method; returns {method: error message} for the ones that failed."""
     failed: dict[str, str] = {}
     for k, method in enumerate(methods, 1):
         run_dir = os.path.join(runs, method)
+        if args.reuse and os.path.isfile(os.path.join(run_dir, "config.yaml")):
+            check_run_matches(run_dir, method, split_a, split_b)
         if args.reuse and run_finished(run_dir):
             log(f"{k}/{len(methods)} {method}: reusing finished run {run_dir}")
             continue
@@ -445,7 +460,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     head = ["method", "score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
     if synthetic:
         head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]
-    head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train img/s", "infer ms/face (b1)"]
+    head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train min", "train img/s", "infer ms/face (b1)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     scored = {row["method"]: row for row in ranking}
 
@@ -459,6 +474,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
         params = t.get("parameters")
         cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(r["sharpness"]["mean"], 2), _fmt(t.get("reconstruction_loss"), 4),
                   _fmt(params / 1e6 if params else None, 2), _fmt(t.get("steps")),
+                  _fmt(t["seconds"] / 60.0 if t.get("seconds") else None, 1),
                   _fmt(t.get("images_per_second"), 1),
                   _fmt(r.get("inference", {}).get("batch1_ms"), 2)]
         return "| " + " | ".join(cells) + " |"
