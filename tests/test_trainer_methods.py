@@ -111,3 +111,16 @@ def test_loss_falls_for_every_method(name, faces):
     l1 = np.asarray(history[method.progress_metric])
     assert np.isfinite(l1).all()
     assert l1[-2:].mean() < 0.85 * l1[0], l1
+
+
+def test_expression_weight_raises_the_loss_weight_on_eyes_and_mouth_only():
+    from trainer.losses import FEATURE_REGIONS, face_weight_map
+
+    plain, weighted = face_weight_map(64, 3.0)[..., 0], face_weight_map(64, 3.0, 10.0)[..., 0]
+    for cx, cy, _, _ in FEATURE_REGIONS:  # eyes and mouth: ten times the face weight
+        y, x = int(cy * 64), int(cx * 64)
+        assert weighted[y, x] == pytest.approx(10.0 * plain[y, x])
+    # Cheeks, forehead and background keep their weights.
+    for x, y in ((12, 48), (32, 8), (2, 2), (50, 56)):
+        assert weighted[y, x] == pytest.approx(plain[y, x])
+    assert face_weight_map(64, 3.0, 1.0).tolist() == plain[..., None].tolist()

@@ -82,6 +82,7 @@ def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(ae_run / "logs"))
     summary = json.loads((ae_run / "summary.json").read_text())
     assert summary["step"] == 20 and summary["images_per_second"] > 0
+    assert summary["training_seconds"] == pytest.approx(summary["seconds"], abs=0.02)
     assert set(summary["final_losses"]) == {"loss", "l1"}
     assert summary["parameters"]["total"] > summary["parameters"]["inference"] > 0
 
@@ -134,6 +135,15 @@ def test_resume_after_sigkill_continues_step_and_optimizer_state(tmp_path, sets)
     assert after.step == saved + 5 and int(after.ae_optimizer.iterations.numpy()) == saved + 5
     # Leftovers of the killed save (temporary files) are gone.
     assert not [n for n in os.listdir(out / "checkpoints") if n.startswith(".tmp-")]
+
+
+def test_resumed_run_adds_up_its_training_time(ae_run, tmp_path):
+    run = _copy(ae_run, tmp_path)
+    first = json.loads((run / "summary.json").read_text())
+    assert _train("--out", run, "--resume", "--steps", 25) == 0
+    second = json.loads((run / "summary.json").read_text())
+    assert second["step"] == 25 and second["steps_this_session"] == 5
+    assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"], abs=0.02)
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run, tmp_path, capsys):

@@ -360,7 +360,8 @@ def training_figures(summary: dict, progress_metric: str = "l1") -> dict:
     losses = summary.get("final_losses") or {}
     return {
         "steps": summary.get("step"),
-        "seconds": summary.get("seconds"),
+        # All sessions of a resumed run ("seconds" is the last session's alone).
+        "seconds": summary.get("training_seconds", summary.get("seconds")),
         "images_per_second": summary.get("images_per_second"),
         "seconds_per_step": summary.get("seconds_per_step"),
         "batch_size": summary.get("batch_size"),

@@ -95,75 +95,61 @@ def preview_faces(faces: np.ndarray, count: int) -> np.ndarray:
     return faces[np.sort(chosen)]
 
 
-def _bilinear_sample(images, xs, ys):
-    """Sample images (B,S,S,C) at float pixel coords xs, ys (B,S,S), borders replicated."""
-    s = tf.shape(images)[1]
-    b = tf.shape(images)[0]
-    smax = tf.cast(s - 1, tf.float32)
-    xs = tf.clip_by_value(xs, 0.0, smax)
-    ys = tf.clip_by_value(ys, 0.0, smax)
-    x0, y0 = tf.floor(xs), tf.floor(ys)
-    wx, wy = (xs - x0)[..., None], (ys - y0)[..., None]
-    x0i, y0i = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    x1i, y1i = tf.minimum(x0i + 1, s - 1), tf.minimum(y0i + 1, s - 1)
-    flat = tf.reshape(images, [-1, tf.shape(images)[3]])
-    base = (tf.range(b) * s * s)[:, None, None]
+def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(warped, target) float32 0..1 from a uint8 batch (B,S,S,3); randomness from `seed` (ints).
 
-    def gather(yi, xi):
-        return tf.gather(flat, base + yi * s + xi)
-
-    top = gather(y0i, x0i) * (1 - wx) + gather(y0i, x1i) * wx
-    bottom = gather(y1i, x0i) * (1 - wx) + gather(y1i, x1i) * wx
-    return top * (1 - wy) + bottom * wy
-
-
-def augment_batch(images, seed, cfg: AugmentConfig):
-    """(warped, target) float32 0..1 from a uint8 batch (B,S,S,3), randomness from `seed` (2,)."""
-    images = tf.cast(images, tf.float32) / 255.0
-    b = tf.shape(images)[0]
-    size = images.shape[1]
-    seeds = tf.random.experimental.stateless_split(seed, 8)
-
-    def uniform(i, shape, lo, hi):
-        return tf.random.stateless_uniform(shape, seeds[i], lo, hi)
+    NumPy and OpenCV rather than TensorFlow ops: cv2.remap resamples a 64 px face in
+    microseconds, so the input pipeline stays a small fraction of even the fastest train step
+    on a 2-core CPU (docs/trainer.md has the figures).
+    """
+    rng = np.random.default_rng([int(s) for s in seed])
+    images = np.asarray(images, dtype=np.float32) / 255.0
+    b, size = images.shape[0], images.shape[1]
+    c = (size - 1) / 2.0
 
     # Similarity transform + flip, as a map from output pixel to source pixel.
-    c = (size - 1) / 2.0
-    angle = uniform(0, [b], -1.0, 1.0) * (cfg.rotation_deg * math.pi / 180.0)
-    scale = 1.0 + uniform(1, [b], -1.0, 1.0) * cfg.zoom
-    tx = uniform(2, [b], -1.0, 1.0) * cfg.shift * size
-    ty = uniform(3, [b], -1.0, 1.0) * cfg.shift * size
-    flip = uniform(4, [b], 0.0, 1.0) < (0.5 if cfg.flip else 0.0)
-    grid = tf.range(size, dtype=tf.float32) - c
-    gx, gy = tf.meshgrid(grid, grid)  # (S, S), gx varies along columns
-    gx = tf.where(flip[:, None, None], -gx[None], gx[None])
-    gy = tf.broadcast_to(gy[None], tf.shape(gx))
-    cos, sin = (tf.cos(angle) / scale)[:, None, None], (tf.sin(angle) / scale)[:, None, None]
-    src_x = cos * gx - sin * gy + c + tx[:, None, None]
-    src_y = sin * gx + cos * gy + c + ty[:, None, None]
-    target = _bilinear_sample(images, src_x, src_y)
-
+    angle = rng.uniform(-1.0, 1.0, b) * math.radians(cfg.rotation_deg)
+    scale = 1.0 + rng.uniform(-1.0, 1.0, b) * cfg.zoom
+    shift = rng.uniform(-1.0, 1.0, (b, 2)) * cfg.shift * size
+    flip = rng.uniform(0.0, 1.0, b) < (0.5 if cfg.flip else 0.0)
+    grid = np.arange(size, dtype=np.float32) - c
+    gx, gy = np.meshgrid(grid, grid)  # (S, S), gx varies along columns
+    gx = np.where(flip[:, None, None], -gx[None], gx[None])
+    cos, sin = (np.cos(angle) / scale)[:, None, None], (np.sin(angle) / scale)[:, None, None]
+    src_x = (cos * gx - sin * gy + c + shift[:, 0, None, None]).astype(np.float32)
+    src_y = (sin * gx + cos * gy + c + shift[:, 1, None, None]).astype(np.float32)
     # Smooth random displacement: noise on a coarse grid, upsampled to a dense flow field.
-    if cfg.warp > 0:
-        n = cfg.warp_grid
-        coarse = tf.random.stateless_normal([b, n, n, 2], seeds[5]) * (cfg.warp * size)
-        flow = tf.image.resize(coarse, [size, size], method="bicubic")
-        warped = _bilinear_sample(images, src_x + flow[..., 0], src_y + flow[..., 1])
-    else:
-        warped = target
+    coarse = (rng.standard_normal((b, cfg.warp_grid, cfg.warp_grid, 2)) * cfg.warp * size).astype(np.float32)
 
-    # Colour jitter: the same per-image brightness, contrast and per-channel gain on both.
+    # Colour jitter: per-image brightness, contrast and per-channel gain, as one affine colour
+    # map applied before resampling (it commutes with bilinear resampling), so target and
+    # warped input get the same colours.
+    colour = None
     if cfg.color_jitter > 0:
         j = cfg.color_jitter
-        bright = uniform(6, [b, 1, 1, 1], -j, j)
-        gain = 1.0 + tf.random.stateless_uniform([b, 1, 1, 3], seeds[7], -j, j)
-        contrast = 1.0 + tf.random.stateless_uniform([b, 1, 1, 1], seeds[6][::-1], -2 * j, 2 * j)
+        bright = rng.uniform(-j, j, b)
+        gain = 1.0 + rng.uniform(-j, j, (b, 3))
+        contrast = 1.0 + rng.uniform(-2 * j, 2 * j, b)
+        mean = images.mean(axis=(1, 2, 3))
+        # ((x - mean) * contrast + mean) * gain + bright = x * scale + offset, per channel
+        multiplier = contrast[:, None] * gain
+        offset = (mean * (1.0 - contrast))[:, None] * gain + bright[:, None]
+        colour = np.concatenate([multiplier[:, :, None] * np.eye(3), offset[:, :, None]],
+                                axis=2).astype(np.float32)
 
-        def jitter(x):
-            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-            return tf.clip_by_value(((x - mean) * contrast + mean) * gain + bright, 0.0, 1.0)
-
-        target, warped = jitter(target), jitter(warped)
+    target, warped = np.empty_like(images), np.empty_like(images)
+    for i in range(b):
+        face = images[i]
+        if colour is not None:
+            face = np.clip(cv2.transform(face, colour[i]), 0.0, 1.0)
+        target[i] = cv2.remap(face, src_x[i], src_y[i], cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        if cfg.warp > 0:
+            flow = cv2.resize(coarse[i], (size, size), interpolation=cv2.INTER_CUBIC)
+            warped[i] = cv2.remap(face, src_x[i] + flow[..., 0], src_y[i] + flow[..., 1],
+                                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        else:
+            warped[i] = target[i]
     return warped, target
 
 
@@ -185,13 +171,19 @@ def make_dataset(faces_a: np.ndarray, faces_b: np.ndarray, batch_size: int,
         ds = ds.shuffle(min(len(faces), 10_000), seed=seed * 2 + offset, reshuffle_each_iteration=True)
         return ds.repeat().batch(batch_size, drop_remainder=True)
 
+    def augment_pair(a, b, counter):
+        # Seeds (run seed, batch number, side): stateless, so a batch is the same on every run.
+        return (*augment_batch(a, (seed, counter, 0), augment), *augment_batch(b, (seed, counter, 1), augment))
+
     def to_batch(pair, counter):
         (a, b) = pair
-        warped_a, target_a = augment_batch(a, tf.stack([seed, counter * 2]), augment)
-        warped_b, target_b = augment_batch(b, tf.stack([seed, counter * 2 + 1]), augment)
-        return {"warped_a": warped_a, "target_a": target_a, "warped_b": warped_b, "target_b": target_b}
+        out = tf.numpy_function(augment_pair, [a, b, counter], [tf.float32] * 4, stateful=False)
+        shape = (batch_size, *faces_a.shape[1:])
+        for t in out:
+            t.set_shape(shape)
+        return dict(zip(("warped_a", "target_a", "warped_b", "target_b"), out))
 
-    counter = tf.data.Dataset.counter(dtype=tf.int64).map(lambda i: tf.cast(i, tf.int32))
+    counter = tf.data.Dataset.counter(dtype=tf.int64)
     ds = tf.data.Dataset.zip((tf.data.Dataset.zip((stream(faces_a, 0), stream(faces_b, 1))), counter))
     ds = ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()

@@ -8,11 +8,20 @@ import numpy as np
 import tensorflow as tf
 
 
-def face_weight_map(size: int, face_weight: float) -> np.ndarray:
-    """Per-pixel loss weights (S, S, 1): 1 at the border, `face_weight` on a soft central ellipse.
+# Where the eyes (brows included) and the mouth sit in a crop cut by `extract` (Haar box plus
+# margin), as centre x, centre y, half-width, half-height in fractions of the side. Read off
+# the mean faces of the synthetic and the real face sets (docs/trainer.md).
+FEATURE_REGIONS = ((0.365, 0.42, 0.10, 0.07), (0.635, 0.42, 0.10, 0.07), (0.50, 0.655, 0.14, 0.09))
+
+
+def face_weight_map(size: int, face_weight: float, expression_weight: float = 1.0) -> np.ndarray:
+    """Per-pixel loss weights (S, S, 1): 1 at the border, `face_weight` on a soft central ellipse,
+    and `expression_weight` times that on the eyes and the mouth.
 
     Crops from `extract` put the face in the middle with a margin around it; weighting the
     centre makes the networks spend their capacity on the face rather than on background.
+    The eyes and the mouth cover a few percent of the crop but carry the expression a swap must
+    keep (blinks, speech): without extra weight a network learns them last, after identity.
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c = (size - 1) / 2.0
@@ -20,6 +29,13 @@ def face_weight_map(size: int, face_weight: float) -> np.ndarray:
     r = np.sqrt(((xx - c) / (0.36 * size)) ** 2 + ((yy - c) / (0.44 * size)) ** 2)
     inside = np.clip((1.15 - r) / 0.3, 0.0, 1.0)  # 1 inside, feathered edge
     weights = 1.0 + (face_weight - 1.0) * inside
+    if expression_weight != 1.0:
+        u, v = (xx + 0.5) / size, (yy + 0.5) / size
+        feature = np.zeros_like(weights)
+        for cx, cy, hw, hh in FEATURE_REGIONS:
+            d = np.sqrt(((u - cx) / hw) ** 2 + ((v - cy) / hh) ** 2)
+            feature = np.maximum(feature, np.clip((1.3 - d) / 0.6, 0.0, 1.0))  # soft-edged ellipse
+        weights = weights * (1.0 + (expression_weight - 1.0) * feature)
     return weights[:, :, None].astype(np.float32)
 
 

@@ -7,6 +7,7 @@ RUN/summary.json.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ TRAIN_DEFAULTS = {
     "cpu": TrainConfig(batch_size=8, log_every=50, checkpoint_every=500, preview_every=250),
     "gpu": TrainConfig(batch_size=32, log_every=100, checkpoint_every=2000, preview_every=1000),
 }
+# Augmentation per preset. The random warp (warped input, unwarped target) is what makes the
+# classic autoencoders generalise over long runs; in the minutes a CPU run gets it slows learning
+# down: 1000 steps of `ae` reconstructed A's expression and pose with preservation 0.50 without
+# it, 0.33 with it (the pose judge of `compare`; docs/trainer.md).
+AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0), "gpu": AugmentConfig()}
 # CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.
 BATCH_OVERRIDES = {("cyclegan", "cpu"): 4, ("cyclegan", "gpu"): 8}
 
@@ -98,7 +104,7 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     train = dataclasses.replace(train, **_overrides(req))
     data = DataConfig(a=os.path.abspath(req.a), b=os.path.abspath(req.b), margin=0.0,
                       faces_a=0, faces_b=0, source_size_a=0, source_size_b=0)
-    return RunConfig(req.method, preset, model, train, data, AugmentConfig())
+    return RunConfig(req.method, preset, model, train, data, AUGMENT_DEFAULTS[preset])
 
 
 def _resumed_config(req: TrainRequest) -> RunConfig:
@@ -117,6 +123,19 @@ def _resumed_config(req: TrainRequest) -> RunConfig:
     if req.steps is not None or req.minutes is not None:
         train = dataclasses.replace(train, steps=req.steps, minutes=req.minutes)
     return dataclasses.replace(cfg, train=train)
+
+
+def _earlier_seconds(req: TrainRequest) -> float:
+    """Training seconds of the sessions before this one (from the summary a resumed run left)."""
+    path = os.path.join(req.out, SUMMARY_FILE)
+    if not req.resume or not os.path.isfile(path):
+        return 0.0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            earlier = json.load(fh)
+        return float(earlier.get("training_seconds", earlier.get("seconds", 0.0)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0  # an unreadable old summary only loses the running total
 
 
 def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None) -> dict:
@@ -184,6 +203,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         raise
     summary = {
         "method": cfg.method, "preset": cfg.preset, "size": cfg.model.size,
+        "training_seconds": round(_earlier_seconds(req) + result.seconds, 2),
         "batch_size": cfg.train.batch_size, "step": result.end_step,
         "start_step": result.start_step, "steps_this_session": result.end_step - result.start_step,
         "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 2),

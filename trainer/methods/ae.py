@@ -3,7 +3,7 @@
 Training reconstructs each identity through its own decoder; the swap A->B is
 decoder_B(encoder(face_A)): the shared code carries pose and expression, the decoder paints the
 identity. Loss per identity: l1_weight * L1 + dssim_weight * DSSIM, both weighted toward the face
-centre (face_weight). Architecture after deepfakes/faceswap's "original" model, scaled by config.
+centre (face_weight) and more on the eyes and mouth (expression_weight). Architecture after deepfakes/faceswap's "original" model, scaled by config.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class AEConfig:
     l1_weight: float = 1.0
     dssim_weight: float = 1.0
     face_weight: float = 3.0
+    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     dtype_policy: str = "float32"
@@ -102,7 +103,7 @@ class Autoencoder(SwapMethod):
         self.encoder = build_encoder(config)
         self.decoder_a = build_decoder(config, "decoder_a")
         self.decoder_b = build_decoder(config, "decoder_b")
-        self.loss_weights = losses.face_weight_map(config.size, config.face_weight)
+        self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.built = True  # all weights exist: the networks are built Functional models

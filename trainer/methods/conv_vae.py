@@ -30,6 +30,7 @@ class ConvVAEConfig:
     l1_weight: float = 1.0
     dssim_weight: float = 1.0
     face_weight: float = 3.0
+    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     dtype_policy: str = "float32"

@@ -31,6 +31,7 @@ class VAEConfig:
     l1_weight: float = 1.0
     dssim_weight: float = 1.0
     face_weight: float = 3.0
+    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     dtype_policy: str = "float32"
@@ -89,7 +90,7 @@ class VariationalAutoencoder(SwapMethod):
     def __init__(self, config, seed: int = 0) -> None:
         super().__init__(config, seed)
         self.encoder, self.decoder_a, self.decoder_b = self.build_networks(config)
-        self.loss_weights = losses.face_weight_map(config.size, config.face_weight)
+        self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.kl_tracker = keras.metrics.Mean(name="kl")

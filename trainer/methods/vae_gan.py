@@ -48,6 +48,7 @@ class VAEGANConfig:
     l1_weight: float = 1.0
     dssim_weight: float = 1.0
     face_weight: float = 3.0
+    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
     learning_rate: float = 2e-4
     disc_learning_rate: float = 1e-4
     beta_1: float = 0.5
@@ -109,7 +110,7 @@ class VAEGAN(SwapMethod):
         self.decoder_b = build_conv_decoder(config, "decoder_b")
         self.disc_a = build_discriminator(config, "disc_a")
         self.disc_b = build_discriminator(config, "disc_b")
-        self.loss_weights = losses.face_weight_map(config.size, config.face_weight)
+        self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
         names = ("enc_loss", "dec_loss", "disc_loss", "feature", "kl", "l1")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.built = True
