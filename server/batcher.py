@@ -1,6 +1,10 @@
 """One onnxruntime call for many faces: a per-model worker that batches face crops from every
 frame and every stream waiting at that moment (adaptive batching: no timer, whatever queued up
-while the previous call ran goes into the next one, up to max_batch faces)."""
+while the previous call ran goes into the next one, up to max_batch faces).
+
+On CUDA every new input shape costs onnxruntime a cuDNN algorithm search, so there a batch is
+padded up to one of a few bucket sizes (powers of two) and each size is run once when the model
+loads: no stream pays for a shape's first call (docs/serving.md has the GPU measurements)."""
 from __future__ import annotations
 
 import queue
@@ -34,10 +38,12 @@ class InferenceBatcher:
     _STOP = object()
 
     def __init__(self, session, manifest: Manifest, max_batch: int = 16, max_pending: int = 64,
-                 name: str = "model") -> None:
+                 name: str = "model", buckets: bool = False) -> None:
         self.session = session
         self.manifest = manifest
         self.max_batch = max(1, max_batch)
+        # Batch sizes the session is called with (padded up to): None = the exact face count.
+        self.buckets = bucket_sizes(self.max_batch) if buckets and manifest.dynamic_batch else None
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._outputs = [manifest.output_name] + ([manifest.mask_output_name] if manifest.mask_output_name else [])
         self._thread = threading.Thread(target=self._run, name=f"infer-{name}", daemon=True)
@@ -53,6 +59,12 @@ class InferenceBatcher:
             return fut
         self._queue.put((crops, fut), timeout=timeout)
         return fut
+
+    def warm_up(self) -> None:
+        """Run every bucket size once (zeros), so no stream pays for a first call of a shape."""
+        size = self.manifest.crop_size
+        for n in self.buckets or (1,):
+            self._run_session(np.zeros((n, size, size, 3), np.uint8))
 
     def infer(self, crops: np.ndarray) -> InferenceResult:
         """Run crops through the model now in the caller's thread (no batching with others)."""
@@ -106,9 +118,13 @@ class InferenceBatcher:
     def _run_session(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
         m = self.manifest
         x = crops if m.dtype == "uint8" else crops.astype(np.float32) * np.float32(1.0 / 255.0)
+        n = len(x)
+        if self.buckets and n < self.buckets[-1]:
+            padded = next(b for b in self.buckets if b >= n)
+            x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
         t0 = time.perf_counter()
         if m.dynamic_batch:
-            results = self.session.run(self._outputs, {m.input_name: x})
+            results = [r[:n] for r in self.session.run(self._outputs, {m.input_name: x})]
         else:  # graph with a fixed batch of 1 (e.g. DFM-style export): one call per face
             parts = [self.session.run(self._outputs, {m.input_name: x[i:i + 1]}) for i in range(len(x))]
             results = [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(self._outputs))]
@@ -116,5 +132,15 @@ class InferenceBatcher:
         faces = np.clip(results[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
         masks = None
         if len(results) > 1:
-            masks = np.clip(results[1].reshape(len(x), m.crop_size, m.crop_size), 0.0, 1.0).astype(np.float32)
+            masks = np.clip(results[1].reshape(n, m.crop_size, m.crop_size), 0.0, 1.0).astype(np.float32)
         return faces, masks, ms
+
+
+def bucket_sizes(max_batch: int) -> tuple[int, ...]:
+    """Powers of two below max_batch, then max_batch itself: (1, 2, 4, 8, 16) for 16."""
+    sizes = []
+    b = 1
+    while b < max_batch:
+        sizes.append(b)
+        b *= 2
+    return (*sizes, max_batch)

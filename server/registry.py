@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from faces.errors import InputError
 from server.batcher import InferenceBatcher
 from server.manifest import Manifest, ManifestError, check_session_io, load_manifest
-from server.session import make_session
+from server.session import CUDA, make_session
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,10 @@ class ModelRegistry:
                 skipped[name] = f"model {name}: {type(exc).__name__}: {exc}"
                 log.error("skipping model %s: %s: %s", name, type(exc).__name__, exc)
                 continue
-            batcher = InferenceBatcher(session, manifest, max_batch=max_batch, name=name)
+            batcher = InferenceBatcher(session, manifest, max_batch=max_batch, name=name,
+                                       buckets=provider == CUDA)
+            if provider == CUDA:
+                batcher.warm_up()
             models[name] = LoadedModel(name, path, manifest, provider, batcher)
             log.info("loaded model %s (%s %s, %d px, %s, %s)", name, manifest.method, manifest.direction,
                      manifest.crop_size, manifest.precision, provider)

@@ -12,7 +12,7 @@ import pytest
 
 from faces.detect import HaarDetector
 from faces.errors import InputError
-from server.batcher import InferenceBatcher
+from server.batcher import InferenceBatcher, bucket_sizes
 from server.manifest import ManifestError, load_manifest, new_manifest, write_manifest
 from server.registry import ModelRegistry
 from server.session import SessionError, make_session
@@ -157,6 +157,36 @@ def test_batcher_batches_and_keeps_order(good_model, tmp_path):
         finally:
             batcher.close()
         assert manifest.dynamic_batch == (model == good_model)
+
+
+class _ShapeRecorder:
+    """A real onnxruntime session that also notes the batch size of every call."""
+
+    def __init__(self, session):
+        self.session, self.batches = session, []
+
+    def run(self, outputs, feeds):
+        self.batches.append(len(next(iter(feeds.values()))))
+        return self.session.run(outputs, feeds)
+
+
+def test_bucketed_batches_pad_to_few_shapes_and_return_only_the_real_faces(good_model):
+    assert bucket_sizes(16) == (1, 2, 4, 8, 16) and bucket_sizes(12) == (1, 2, 4, 8, 12)
+    manifest = load_manifest(good_model)
+    session = _ShapeRecorder(make_session(os.path.join(good_model, "model.onnx"), "cpu")[0])
+    batcher = InferenceBatcher(session, manifest, max_batch=8, buckets=True)
+    try:
+        batcher.warm_up()
+        assert session.batches == [1, 2, 4, 8]
+        rng = np.random.default_rng(1)
+        for n in (3, 5, 8, 1):
+            crops = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            result = batcher.infer(crops)
+            assert result.faces.shape == crops.shape
+            assert np.abs(result.faces.astype(int) - (255 - crops.astype(int))).max() <= 1
+        assert session.batches[4:] == [4, 8, 8, 1]
+    finally:
+        batcher.close()
 
 
 def test_tracker_follows_the_face_with_few_full_detections():
