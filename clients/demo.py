@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", help="video of person B, the face put in (default: another synthetic identity)")
     parser.add_argument("--out", default=os.path.join("out", "demo"), help="output folder (default out/demo)")
     parser.add_argument("--frames", type=int, default=600, help="frames per synthetic training video (default 600)")
-    parser.add_argument("--minutes", type=float, default=7.0, help="training time for `ae` (default 7)")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training time for `ae` (default 8)")
     parser.add_argument("--clip-frames", type=int, default=150, help="frames of the synthetic clip streamed (default 150)")
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic clip streamed (default 512)")
 

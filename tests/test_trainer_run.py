@@ -249,3 +249,33 @@ def test_damaged_runs_are_refused_and_left_alone(damage, message, ae_run, vae_ru
 def test_load_run_of_missing_folder(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_run(str(tmp_path / "nothing"))
+
+
+def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(tmp_path, sets):
+    """Real training of the tiny `ae`; at step 40 the learning rate is raised a millionfold,
+    which saturates the output layer: the loss jumps without becoming NaN."""
+    import keras
+
+    from trainer.checkpoints import TrainingDiverged, latest_checkpoint
+    from trainer.data import AugmentConfig, load_face_pair, make_dataset
+    from trainer.loop import SessionPlan, run_session
+    from trainer.methods import build_method, preset_config
+
+    class RaiseLearningRate(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.step == 40:
+                self.model.ae_optimizer.learning_rate.assign(1e3)
+
+    pair = load_face_pair(sets[0], sets[1], 32)
+    method = build_method("ae", preset_config("ae", "tiny"))
+    method.compile(method.default_optimizers())
+    plan = SessionPlan(run_dir=str(tmp_path / "run"), target_steps=120, minutes=None, log_every=5,
+                       checkpoint_every=10, preview_every=1000, keep=20, images_per_step=8,
+                       progress=False)
+    dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0)
+    with pytest.raises(TrainingDiverged, match="jumped") as err:
+        run_session(method, dataset, plan, pair.faces_a[:2], pair.faces_b[:2],
+                    extra_callbacks=[RaiseLearningRate()])
+    assert "last good checkpoint" in str(err.value)
+    assert method.step < 120
+    assert latest_checkpoint(plan.run_dir)["step"] <= 40  # nothing saved after the jump

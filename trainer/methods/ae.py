@@ -49,7 +49,9 @@ class AEConfig:
 PRESETS = {
     "tiny": AEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
                      decoder_filters=(16, 8), learning_rate=1e-3),
-    "cpu": AEConfig(learning_rate=5e-4),
+    # 2e-4: at 5e-4 (with the eyes-and-mouth weight, no warp) a 20-minute run on real faces
+    # collapsed at step 2000 (docs/trainer.md).
+    "cpu": AEConfig(learning_rate=2e-4),
     "gpu": AEConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
                     bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
                     learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
