@@ -8,42 +8,22 @@ centre (face_weight) and more on the eyes and mouth (expression_weight). Archite
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
 from keras import layers
 
-from faces.errors import InputError
 from trainer import losses
 from trainer.blocks import conv_down, to_image, upscale
-from trainer.methods.base import SwapMethod, check_positive, check_size_multiple
+from trainer.methods.base import ConvAutoencoderConfig, SwapMethod
 
 
 @dataclass(frozen=True)
-class AEConfig:
-    """Autoencoder hyper-parameters. The encoder halves the image len(encoder_filters) times."""
+class AEConfig(ConvAutoencoderConfig):
+    """Autoencoder hyper-parameters (all shared with the convolutional VAE's networks)."""
 
-    size: int = 64
-    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
-    latent_dim: int = 256
-    bottleneck_filters: int = 256
-    decoder_filters: tuple[int, ...] = (128, 64, 32)
-    l1_weight: float = 1.0
-    dssim_weight: float = 1.0
-    face_weight: float = 3.0
-    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
-    learning_rate: float = 2e-4
-    beta_1: float = 0.5
-    dtype_policy: str = "float32"
-    jit_compile: bool = False
-
-    def validate(self) -> None:
-        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
-                              "decoder_filters", "learning_rate"))
-        check_size_multiple(self.size, len(self.encoder_filters), "ae")
-        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
-            raise InputError("decoder_filters needs one entry fewer than encoder_filters "
-                             "(the encoder ends with one upscale)")
+    method: ClassVar[str] = "ae"
 
 
 PRESETS = {

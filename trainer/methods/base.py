@@ -43,6 +43,43 @@ def check_size_multiple(size: int, downsamples: int, method: str, minimum: int |
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """What every autoencoder method learns with: the reconstruction loss, the optimizer, the
+    precision. Method configs add their networks' fields (frozen dataclasses, YAML-able)."""
+
+    l1_weight: float = 1.0
+    dssim_weight: float = 1.0
+    face_weight: float = 3.0
+    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    dtype_policy: str = "float32"
+    jit_compile: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvAutoencoderConfig(TrainingConfig):
+    """Strided 5x5 convolutions down to a dense code, pixel-shuffle upscales back up (`ae`,
+    `conv-vae`, `vae-gan`). The encoder halves the image len(encoder_filters) times; the
+    decoder starts with one upscale of the bottleneck, so it takes one filter entry fewer."""
+
+    method: ClassVar[str] = ""
+    size: int = 64
+    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 256
+    bottleneck_filters: int = 256
+    decoder_filters: tuple[int, ...] = (128, 64, 32)
+
+    def validate(self) -> None:
+        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
+                              "decoder_filters", "learning_rate"))
+        check_size_multiple(self.size, len(self.encoder_filters), self.method)
+        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
+            raise InputError("decoder_filters needs one entry fewer than encoder_filters "
+                             "(the decoder starts with one upscale of the bottleneck)")
+
+
 class SwapMethod(keras.Model):
     """Base class: shared encoder/decoders or generators, trained through `fit()`."""
 

@@ -17,25 +17,17 @@ from keras import layers
 from faces.errors import InputError
 from trainer import losses
 from trainer.methods.ae import reconstruction_loss
-from trainer.methods.base import SwapMethod, check_positive
+from trainer.methods.base import SwapMethod, TrainingConfig, check_positive
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(TrainingConfig):
     """Dense VAE hyper-parameters."""
 
     size: int = 64
     hidden: tuple[int, ...] = (256, 256)
     latent_dim: int = 128
     beta: float = 0.02
-    l1_weight: float = 1.0
-    dssim_weight: float = 1.0
-    face_weight: float = 3.0
-    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
-    learning_rate: float = 2e-4
-    beta_1: float = 0.5
-    dtype_policy: str = "float32"
-    jit_compile: bool = False
 
     def validate(self) -> None:
         check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
@@ -78,7 +70,28 @@ def build_dense_decoder(cfg: VAEConfig, name: str) -> keras.Model:
     return keras.Model(z, layers.Activation("sigmoid", dtype="float32")(x), name=name)
 
 
-class VariationalAutoencoder(SwapMethod):
+class MeanCodeSwap:
+    """Sampling and swapping of the VAE family (`vae`, `conv-vae`, `vae-gan`): a mixin for a
+    SwapMethod with `encoder` (face -> mu, logvar), `decoder_a`, `decoder_b`."""
+
+    def sample(self, mu, logvar):
+        """z = mu + sigma * eps, eps ~ N(0, I) from this model's seed generator."""
+        eps = keras.random.normal(tf.shape(mu), seed=self.seed_generator)
+        return mu + tf.exp(0.5 * logvar) * eps
+
+    def call(self, face, training=False):
+        """Reconstruction of identity A's faces through the mean code."""
+        mu, _ = self.encoder(face, training=training)
+        return self.decoder_a(mu, training=training)
+
+    def swap(self, face, direction):
+        """The other identity's decoder on the mean code (no sampling at swap time)."""
+        mu, _ = self.encoder(face)
+        decoder = self.decoder_b if direction == "a2b" else self.decoder_a
+        return decoder(mu)
+
+
+class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
     """Shared (mu, logvar) encoder, one decoder per identity; swap = decoder_B(mu(A)).
 
     Subclasses change only the network builders (`conv-vae`).
@@ -112,21 +125,6 @@ class VariationalAutoencoder(SwapMethod):
     def optimizer_variables(self, name):
         return (self.encoder.trainable_variables + self.decoder_a.trainable_variables
                 + self.decoder_b.trainable_variables)
-
-    def sample(self, mu, logvar):
-        """z = mu + sigma * eps, eps ~ N(0, I) from this model's seed generator."""
-        eps = keras.random.normal(tf.shape(mu), seed=self.seed_generator)
-        return mu + tf.exp(0.5 * logvar) * eps
-
-    def call(self, face, training=False):
-        """Reconstruction of identity A's faces through the mean code."""
-        mu, _ = self.encoder(face, training=training)
-        return self.decoder_a(mu, training=training)
-
-    def swap(self, face, direction):
-        mu, _ = self.encoder(face)
-        decoder = self.decoder_b if direction == "a2b" else self.decoder_a
-        return decoder(mu)
 
     def train_step(self, data):
         cfg = self.config

@@ -15,6 +15,7 @@ paper loss. Three optimizers: encoder, decoder, discriminator. Swap = decoder_B(
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import keras
 import tensorflow as tf
@@ -24,19 +25,16 @@ from faces.errors import InputError
 from trainer import losses
 from trainer.blocks import conv_down
 from trainer.methods.ae import reconstruction_loss
-from trainer.methods.base import SwapMethod, check_positive, check_size_multiple
+from trainer.methods.base import ConvAutoencoderConfig, SwapMethod, check_positive, check_size_multiple
 from trainer.methods.conv_vae import build_conv_decoder, build_conv_encoder
+from trainer.methods.vae import MeanCodeSwap
 
 
 @dataclass(frozen=True)
-class VAEGANConfig:
+class VAEGANConfig(ConvAutoencoderConfig):
     """VAE-GAN hyper-parameters (encoder/decoders as conv-vae, plus discriminators)."""
 
-    size: int = 64
-    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
-    latent_dim: int = 256
-    bottleneck_filters: int = 256
-    decoder_filters: tuple[int, ...] = (128, 64, 32)
+    method: ClassVar[str] = "vae-gan"
     disc_filters: tuple[int, ...] = (32, 64, 128, 256)
     feature_layer: int = 3  # features after this many discriminator convolutions
     prior_samples: bool = True  # also show the discriminators decoded N(0, I) codes (the paper)
@@ -45,24 +43,13 @@ class VAEGANConfig:
     feature_weight: float = 1.0
     adversarial_weight: float = 0.05
     pixel_weight: float = 1.0
-    l1_weight: float = 1.0
-    dssim_weight: float = 1.0
-    face_weight: float = 3.0
-    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
-    learning_rate: float = 2e-4
     disc_learning_rate: float = 1e-4
-    beta_1: float = 0.5
-    dtype_policy: str = "float32"
-    jit_compile: bool = False
 
     def validate(self) -> None:
-        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
-                              "decoder_filters", "disc_filters", "feature_layer", "learning_rate",
-                              "disc_learning_rate"))
-        downs = max(len(self.encoder_filters), len(self.disc_filters))
-        check_size_multiple(self.size, downs, "vae-gan")
-        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
-            raise InputError("decoder_filters needs one entry fewer than encoder_filters")
+        super().validate()
+        check_positive(self, ("disc_filters", "feature_layer", "disc_learning_rate"))
+        # The discriminators halve the image too.
+        check_size_multiple(self.size, len(self.disc_filters), self.method)
         if self.feature_layer > len(self.disc_filters):
             raise InputError(f"feature_layer {self.feature_layer} > {len(self.disc_filters)} "
                              "discriminator layers")
@@ -97,7 +84,7 @@ def build_discriminator(cfg: VAEGANConfig, name: str) -> keras.Model:
     return keras.Model(face, [features, logit], name=name)
 
 
-class VAEGAN(SwapMethod):
+class VAEGAN(MeanCodeSwap, SwapMethod):
     """Shared VAE encoder, decoder and discriminator per identity; swap = decoder_B(mu(A))."""
 
     method_name = "vae-gan"
@@ -135,19 +122,9 @@ class VAEGAN(SwapMethod):
         rates["discriminator"] = self.config.disc_learning_rate
         return rates
 
-    def call(self, face, training=False):
-        mu, _ = self.encoder(face, training=training)
-        return self.decoder_a(mu, training=training)
-
-    def swap(self, face, direction):
-        mu, _ = self.encoder(face)
-        decoder = self.decoder_b if direction == "a2b" else self.decoder_a
-        return decoder(mu)
-
     def _identity_losses(self, cfg, warped, target, decoder, disc):
         mu, logvar = self.encoder(warped, training=True)
-        eps = keras.random.normal(tf.shape(mu), seed=self.seed_generator)
-        rec = decoder(mu + tf.exp(0.5 * logvar) * eps, training=True)
+        rec = decoder(self.sample(mu, logvar), training=True)
         feat_real, logit_real = disc(target, training=True)
         feat_rec, logit_rec = disc(rec, training=True)
         feature = tf.reduce_mean(tf.square(tf.stop_gradient(feat_real) - feat_rec))
