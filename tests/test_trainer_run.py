@@ -252,8 +252,8 @@ def test_load_run_of_missing_folder(tmp_path):
 
 
 def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(tmp_path, sets):
-    """Real training of the tiny `ae`; at step 40 the learning rate is raised a millionfold,
-    which saturates the output layer: the loss jumps without becoming NaN."""
+    """Real training of the tiny `ae`; at step 40 the decoders' output layers are pushed into
+    saturation (what an oversized step does): the loss jumps and stays up without any NaN."""
     import keras
 
     from trainer.checkpoints import TrainingDiverged, latest_checkpoint
@@ -261,10 +261,12 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     from trainer.loop import SessionPlan, run_session
     from trainer.methods import build_method, preset_config
 
-    class RaiseLearningRate(keras.callbacks.Callback):
+    class SaturateOutputs(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             if self.model.step == 40:
-                self.model.ae_optimizer.learning_rate.assign(1e3)
+                for decoder in (self.model.decoder_a, self.model.decoder_b):
+                    last_conv = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+                    last_conv.bias.assign(last_conv.bias + 50.0)
 
     pair = load_face_pair(sets[0], sets[1], 32)
     method = build_method("ae", preset_config("ae", "tiny"))
@@ -275,7 +277,7 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0)
     with pytest.raises(TrainingDiverged, match="jumped") as err:
         run_session(method, dataset, plan, pair.faces_a[:2], pair.faces_b[:2],
-                    extra_callbacks=[RaiseLearningRate()])
-    assert "last good checkpoint" in str(err.value)
-    assert method.step < 120
-    assert latest_checkpoint(plan.run_dir)["step"] <= 40  # nothing saved after the jump
+                    extra_callbacks=[SaturateOutputs()])
+    assert "last good checkpoint (step 40)" in str(err.value)
+    assert 40 < method.step < 60
+    assert latest_checkpoint(plan.run_dir)["step"] == 40  # nothing saved after the jump
