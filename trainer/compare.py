@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from faces.cliutil import ArgumentParser, run_cli
 from faces.errors import InputError
 from faces.faceset import FaceSet, load_faceset, save_faceset
 from trainer import evaluate as ev
+from trainer.atomic import write_bytes
 
 PROG = "swapstream compare"
 ALL_METHODS = ("ae", "vae", "conv-vae", "vae-gan", "cyclegan")  # the registry's names, in thesis order
@@ -539,20 +539,14 @@ def pick_rows(n: int, rows: int) -> np.ndarray:
 
 
 def _atomic_text(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_bytes(path, text.encode("utf-8"))
 
 
 def _atomic_png(path: str, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError("PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(prefix=".grid-", suffix=".png", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buf.tobytes())
-    os.replace(tmp, path)
+    write_bytes(path, buf.tobytes())
 
 
 def _jsonable(obj):
