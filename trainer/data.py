@@ -137,7 +137,8 @@ def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndar
         colour = np.concatenate([multiplier[:, :, None] * np.eye(3), offset[:, :, None]],
                                 axis=2).astype(np.float32)
 
-    target, warped = np.empty_like(images), np.empty_like(images)
+    target = np.empty_like(images)
+    warped = np.empty_like(images) if cfg.warp > 0 else target  # no warp: the input is the target
     for i in range(b):
         face = images[i]
         if colour is not None:
@@ -148,8 +149,6 @@ def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndar
             flow = cv2.resize(coarse[i], (size, size), interpolation=cv2.INTER_CUBIC)
             warped[i] = cv2.remap(face, src_x[i] + flow[..., 0], src_y[i] + flow[..., 1],
                                   cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        else:
-            warped[i] = target[i]
     return warped, target
 
 
