@@ -32,6 +32,12 @@ class AugmentConfig:
     warp_grid: int = 5
     flip: bool = True
     color_jitter: float = 0.03
+    # Share of inputs shown as their negative (1 - x; the target stays as it is). Whether a face
+    # is lighter or darker than its background, or its mouth lighter or darker than its skin,
+    # then says nothing about pose or expression: without it the shared encoder learned
+    # opposite code directions for the same head turn and mouth opening of a light face on a
+    # dark background and a dark face on a light one (docs/trainer.md, "Expression").
+    invert_input: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,9 @@ def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndar
                                 axis=2).astype(np.float32)
 
     target = np.empty_like(images)
-    warped = np.empty_like(images) if cfg.warp > 0 else target  # no warp: the input is the target
+    # Without warp or inversion the input is the target itself.
+    warped = np.empty_like(images) if cfg.warp > 0 or cfg.invert_input > 0 else target
+    invert = rng.uniform(0.0, 1.0, b) < cfg.invert_input
     for i in range(b):
         face = images[i]
         if colour is not None:
@@ -149,6 +157,10 @@ def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndar
             flow = cv2.resize(coarse[i], (size, size), interpolation=cv2.INTER_CUBIC)
             warped[i] = cv2.remap(face, src_x[i] + flow[..., 0], src_y[i] + flow[..., 1],
                                   cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        elif warped is not target:
+            warped[i] = target[i]
+        if invert[i]:
+            warped[i] = 1.0 - warped[i]
     return warped, target
 
 
