@@ -1,0 +1,99 @@
+"""Do both identities share one code for pose and expression? Linear probes on a run's codes.
+
+    .venv/bin/python bench/code_alignment.py RUN A.npz B.npz [--json OUT.json]
+
+A.npz and B.npz are synthetic face sets (`swapstream synth` then `extract`), which carry each
+face's pose parameters. For every parameter (mouth_open, smile, blink, yaw, ...) a ridge
+regression from the encoder's code to the parameter is fitted on B's faces and applied to A's:
+the correlation with A's true values says whether decoder B will read A's code the way it reads
+B's own ("transfer r"). Near +1: shared code, the swap can follow A. Near 0: A's code means
+nothing to decoder B. Near -1: the code runs the opposite way for A (found for yaw and mouth
+before `invert_input`; docs/trainer.md "Expression"). "within-A r" is the same probe fitted on
+one half of A and tested on the other: how well the code holds the parameter at all.
+
+Methods with a shared encoder: `ae` (its dense code), `vae`, `conv-vae`, `vae-gan` (the mean).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from faces.faceset import load_faceset  # noqa: E402
+from trainer.data import resize_faces  # noqa: E402
+
+
+def codes_of(method, faces: np.ndarray) -> np.ndarray:
+    """The encoder's code vector of each face (uint8 crops at the method's size)."""
+    import keras
+
+    x = faces.astype(np.float32) / 255.0
+    if method.method_name == "ae":
+        encoder = method.encoder
+        net = keras.Model(encoder.input, encoder.get_layer("latent").output)
+        return np.asarray(net.predict(x, batch_size=64, verbose=0))
+    if method.method_name in ("vae", "conv-vae", "vae-gan"):
+        mu, _ = method.encoder.predict(x, batch_size=64, verbose=0)
+        return np.asarray(mu).reshape(len(x), -1)
+    raise SystemExit(f"{method.method_name} has no shared encoder to probe")
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float = 10.0):
+    """Fitted ridge regression x -> y (centred), returned as a function."""
+    xm, ym = x.mean(0), y.mean()
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - ym))
+    return lambda z: (z - xm) @ w + ym
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+
+
+def probe(codes_a, pose_a, codes_b, pose_b, names) -> dict[str, dict[str, float]]:
+    """Per parameter: transfer r (B-fitted probe on A) and within-A r (held-out half)."""
+    half = len(codes_a) // 2
+    out = {}
+    for i, name in enumerate(names):
+        transfer = correlation(ridge(codes_b, pose_b[:, i])(codes_a), pose_a[:, i])
+        within = correlation(ridge(codes_a[:half], pose_a[:half, i])(codes_a[half:]), pose_a[half:, i])
+        out[name] = {"transfer_r": round(transfer, 3), "within_a_r": round(within, 3)}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--json", help="write the table as JSON here too")
+    args = parser.parse_args()
+    from trainer.runs import load_run
+
+    method = load_run(args.run)
+    size = method.config.size
+    sets = [load_faceset(p) for p in (args.a, args.b)]
+    for path, fs in zip((args.a, args.b), sets):
+        if "pose" not in fs.extra:
+            raise SystemExit(f"{path} has no pose parameters: use a synthetic face set")
+    names = [str(n) for n in sets[0].extra["pose_names"]]
+    codes = [codes_of(method, resize_faces(fs.faces, size)) for fs in sets]
+    poses = [fs.extra["pose"].astype(np.float64) for fs in sets]
+    table = probe(codes[0], poses[0], codes[1], poses[1], names)
+    print(f"{args.run} ({method.method_name}, step {method.step}): {len(codes[0])} faces of A, {len(codes[1])} of B")
+    print(f"{'parameter':<12} {'transfer r':>10} {'within-A r':>10}")
+    for name, row in table.items():
+        print(f"{name:<12} {row['transfer_r']:>10.2f} {row['within_a_r']:>10.2f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"run": args.run, "step": method.step, "probes": table}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
