@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from faces.faceset import load_faceset  # noqa: E402
 from trainer.data import resize_faces  # noqa: E402
+from trainer.evaluate import code_alignment  # noqa: E402
 
 
 def codes_of(method, faces: np.ndarray) -> np.ndarray:
@@ -41,29 +42,6 @@ def codes_of(method, faces: np.ndarray) -> np.ndarray:
         mu, _ = method.encoder.predict(x, batch_size=64, verbose=0)
         return np.asarray(mu).reshape(len(x), -1)
     raise SystemExit(f"{method.method_name} has no shared encoder to probe")
-
-
-def ridge(x: np.ndarray, y: np.ndarray, lam: float = 10.0):
-    """Fitted ridge regression x -> y (centred), returned as a function."""
-    xm, ym = x.mean(0), y.mean()
-    xc = x - xm
-    w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - ym))
-    return lambda z: (z - xm) @ w + ym
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-
-
-def probe(codes_a, pose_a, codes_b, pose_b, names) -> dict[str, dict[str, float]]:
-    """Per parameter: transfer r (B-fitted probe on A) and within-A r (held-out half)."""
-    half = len(codes_a) // 2
-    out = {}
-    for i, name in enumerate(names):
-        transfer = correlation(ridge(codes_b, pose_b[:, i])(codes_a), pose_a[:, i])
-        within = correlation(ridge(codes_a[:half], pose_a[:half, i])(codes_a[half:]), pose_a[half:, i])
-        out[name] = {"transfer_r": round(transfer, 3), "within_a_r": round(within, 3)}
-    return out
 
 
 def main() -> int:
@@ -84,7 +62,7 @@ def main() -> int:
     names = [str(n) for n in sets[0].extra["pose_names"]]
     codes = [codes_of(method, resize_faces(fs.faces, size)) for fs in sets]
     poses = [fs.extra["pose"].astype(np.float64) for fs in sets]
-    table = probe(codes[0], poses[0], codes[1], poses[1], names)
+    table = code_alignment(codes[0], poses[0], codes[1], poses[1], names)
     print(f"{args.run} ({method.method_name}, step {method.step}): {len(codes[0])} faces of A, {len(codes[1])} of B")
     print(f"{'parameter':<12} {'transfer r':>10} {'within-A r':>10}")
     for name, row in table.items():

@@ -75,6 +75,18 @@ def test_ssim_matches_tensorflow_and_psnr_is_capped():
         ev.ssim(a, b[:2])
 
 
+def test_code_alignment_tells_shared_codes_from_opposite_ones():
+    rng = np.random.default_rng(0)
+    pose_a, pose_b = rng.normal(size=(120, 2)), rng.normal(size=(120, 2))
+    mix = rng.normal(size=(2, 16))
+    codes_b = pose_b @ mix + 0.05 * rng.normal(size=(120, 16))
+    # A codes parameter 0 the way B does, parameter 1 the opposite way.
+    codes_a = (pose_a * [1.0, -1.0]) @ mix + 0.05 * rng.normal(size=(120, 16)) + 3.0
+    table = ev.code_alignment(codes_a, pose_a, codes_b, pose_b, ["same", "flipped"])
+    assert table["same"]["transfer_r"] > 0.95 and table["flipped"]["transfer_r"] < -0.95
+    assert table["same"]["within_a_r"] > 0.95 and table["flipped"]["within_a_r"] > 0.95
+
+
 def test_holdout_split_is_disjoint_spread_and_deterministic():
     train, test = ev.holdout_split(100, 0.2)
     assert len(set(train) & set(test)) == 0 and len(train) + len(test) == 100

@@ -511,6 +511,36 @@ def train_pose_regressor(train_sets: list[FaceSet], identities: list[int], size:
     return PoseRegressor(model, size, names, mean, std, len(x), time.perf_counter() - start)
 
 
+def _ridge(x: np.ndarray, y: np.ndarray, lam: float = 10.0):
+    """Ridge regression x -> y fitted on centred data, returned as a function of new x."""
+    xm, ym = x.mean(0), y.mean()
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - ym))
+    return lambda z: (z - xm) @ w + ym
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
+
+
+def code_alignment(codes_a: np.ndarray, pose_a: np.ndarray, codes_b: np.ndarray, pose_b: np.ndarray,
+                   names: list[str]) -> dict[str, dict[str, float]]:
+    """Whether a shared encoder codes each pose parameter the same way for both identities.
+
+    Per parameter: `transfer_r`, the correlation with A's true values of a linear probe fitted
+    on B's codes and applied to A's (+1: decoder B reads A's code as it reads B's own; -1: the
+    code runs the opposite way for A); `within_a_r`, the same probe fitted on one half of A and
+    tested on the other (how well the code holds the parameter at all).
+    """
+    half = len(codes_a) // 2
+    out = {}
+    for i, name in enumerate(names):
+        transfer = _correlation(_ridge(codes_b, pose_b[:, i])(codes_a), pose_a[:, i])
+        within = _correlation(_ridge(codes_a[:half], pose_a[:half, i])(codes_a[half:]), pose_a[half:, i])
+        out[name] = {"transfer_r": round(transfer, 3), "within_a_r": round(within, 3)}
+    return out
+
+
 # ---------------------------------------------------------------- timing and run figures
 
 def inference_ms(model, faces: np.ndarray, repeats: int = 20, batch: int = 32) -> dict[str, float]:
