@@ -100,6 +100,26 @@ def test_mixed_precision_trains_and_exports_float32(faces):
     assert model.inputs[0].dtype == "float32" and model.outputs[0].dtype == "float32"
 
 
+def test_polarity_term_pulls_the_codes_of_a_face_and_its_negative_together(faces):
+    """`ae` with polarity_weight: the gap metric is logged and falls; it ignores code scale."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from trainer.methods.ae import polarity_gap
+
+    code = tf.random.normal((4, 8, 8, 16), seed=1)
+    assert float(polarity_gap(code, code)) == 0.0
+    other = tf.random.normal((4, 8, 8, 16), seed=2)
+    assert float(polarity_gap(0.1 * code, 0.1 * other)) == pytest.approx(float(polarity_gap(code, other)), rel=1e-3)
+    keras.utils.set_random_seed(0)
+    method = build_method("ae", dataclasses.replace(preset_config("ae", "tiny"), polarity_weight=1.0), seed=0)
+    method.compile(method.default_optimizers())
+    dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
+    gap = np.asarray(method.fit(dataset, epochs=6, steps_per_epoch=5, verbose=0, shuffle=False).history["polarity"])
+    assert np.isfinite(gap).all() and gap[-2:].mean() < gap[0], gap
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_loss_falls_for_every_method(name, faces):
     """A few steps at 32 px: mean L1 of the last ten steps well below the first five's."""
