@@ -33,10 +33,10 @@ class AugmentConfig:
     flip: bool = True
     color_jitter: float = 0.03
     # Share of inputs shown as their negative (1 - x; the target stays as it is). Whether a face
-    # is lighter or darker than its background, or its mouth lighter or darker than its skin,
-    # then says nothing about pose or expression: without it the shared encoder learned
-    # opposite code directions for the same head turn and mouth opening of a light face on a
-    # dark background and a dark face on a light one (docs/trainer.md, "Expression").
+    # is lighter or darker than its background then says nothing about its pose: without it the
+    # shared encoder learned opposite code directions for the same head turn of a light face on
+    # a dark background and a dark face on a light one (docs/trainer.md, "Expression"; the
+    # mouth stayed reversed with it).
     invert_input: float = 0.0
 
 

@@ -38,8 +38,9 @@ TRAIN_DEFAULTS = {
 # classic autoencoders generalise over long runs; in the minutes a CPU run gets it slows learning
 # down: 1000 steps of `ae` reconstructed A's expression and pose with preservation 0.50 without
 # it, 0.33 with it (the pose judge of `compare`; docs/trainer.md). Half the inputs are shown as
-# negatives (`invert_input`): with it, 2300 steps of `ae` on the synthetic comparison split kept
-# A's pose and expression with preservation 0.16 instead of -0.32 (docs/trainer.md "Expression").
+# negatives (`invert_input`): with it, 2300 steps of `ae` (lr 5e-4) on the synthetic comparison
+# split kept A's pose and expression with preservation 0.16 instead of -0.32, the head pose now
+# the same way round for both identities (docs/trainer.md "Expression").
 AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0, invert_input=0.5),
                     "gpu": AugmentConfig(invert_input=0.5)}
 # CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.

@@ -26,8 +26,8 @@ class AEConfig(ConvAutoencoderConfig):
     method: ClassVar[str] = "ae"
     # Weight of the polarity term (0 = none): the code of a face and the code of its negative
     # (1 - x) are pulled together, so the code keeps only what does not depend on which way the
-    # brightness goes (shapes, edges). An open mouth darkens a light face and brightens a dark
-    # one; without it the shared code ran the opposite way for the two (docs/trainer.md).
+    # brightness goes (shapes, edges). Off by default: on the synthetic faces it made the code
+    # hold the mouth sooner, but still the opposite way for the two identities (docs/trainer.md).
     polarity_weight: float = 0.0
 
 
