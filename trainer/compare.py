@@ -501,7 +501,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     lines += ["", "## Grid", "", "![grid](grid.png)", "",
               "Rows: held-out faces of A (swapped A->B), then of B (swapped B->A). Columns: the source"
               + (", the ground truth" if synthetic else "") + ", then each method's swap.", ""]
-    _atomic_text(path, "\n".join(lines))
+    write_bytes(path, "\n".join(lines).encode("utf-8"))
 
 
 def make_grid(src_a: np.ndarray, src_b: np.ndarray, columns: list[tuple[str, np.ndarray, np.ndarray]],
@@ -536,10 +536,6 @@ def make_grid(src_a: np.ndarray, src_b: np.ndarray, columns: list[tuple[str, np.
 def pick_rows(n: int, rows: int) -> np.ndarray:
     """`rows` indices spread evenly over n held-out faces."""
     return np.unique(np.linspace(0, n - 1, min(rows, n)).round().astype(int))
-
-
-def _atomic_text(path: str, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
 
 
 def _atomic_png(path: str, image: np.ndarray) -> None:
@@ -663,7 +659,7 @@ def compare(args) -> Comparison:
     metrics = {"info": info, "methods": results, "references": references, "ranking": ranking,
                "failed": failed,
                "held_out": {"a": split_a.test_idx.tolist(), "b": split_b.test_idx.tolist()}}
-    _atomic_text(os.path.join(out, "metrics.json"), json.dumps(_jsonable(metrics), indent=2))
+    write_bytes(os.path.join(out, "metrics.json"), json.dumps(_jsonable(metrics), indent=2).encode("utf-8"))
     write_report(os.path.join(out, "report.md"), info, results, references, ranking, failed)
     for row in ranking:
         print(f"{row['place']}. {row['method']}: score {row['score']:.3f} "

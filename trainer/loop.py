@@ -106,15 +106,17 @@ class DivergenceGuard(keras.callbacks.Callback):
                 and self.current > self.SUSPECT * self.best)
 
     def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        bad = {k: scalar(v) for k, v in logs.items() if not math.isfinite(scalar(v))}
-        if bad and self.diverged_at is None:
+        if self.diverged_at is not None:
+            return
+        values = {k: scalar(v) for k, v in (logs or {}).items()}  # one device-to-host read each
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
             self.diverged_at, self.bad = self.model.step, bad
             self.model.stop_training = True
             return
-        if self.metric in logs:
-            self.current = scalar(logs[self.metric])
-            if self.best is not None and self.current > self.JUMP * self.best and self.diverged_at is None:
+        if self.metric in values:
+            self.current = values[self.metric]
+            if self.best is not None and self.current > self.JUMP * self.best:
                 self.diverged_at = self.model.step
                 self.bad = {self.metric: f"{self.current:.4g} (jumped from {self.best:.4g})"}
                 self.model.stop_training = True
@@ -267,7 +269,7 @@ def run_session(method, dataset: tf.data.Dataset, plan: SessionPlan, preview_a: 
     started = time.time()
     deadline = started + plan.minutes * 60 if plan.minutes else None
     budget = StepBudget(plan.target_steps, deadline)
-    guard = DivergenceGuard(getattr(method, "progress_metric", "l1"))
+    guard = DivergenceGuard(method.progress_metric)
     ckpt = Checkpointer(plan.run_dir, plan.checkpoint_every, plan.keep, guard, plan.chief)
     callbacks = [guard, budget, ckpt]
     if plan.chief:
