@@ -158,6 +158,18 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run
     assert load_run(str(run)).step == 20
 
 
+def test_retries_give_up_after_the_last_one_and_keep_the_run_as_it_was(ae_run, tmp_path, capsys):
+    run = _copy(ae_run, tmp_path)
+    before = _tree_digest(run / "checkpoints")
+    config_before = (run / "config.yaml").read_bytes()
+    assert _train("--out", run, "--resume", "--steps", 40, "--lr", 1e30, "--retries", 2) == 2
+    err = capsys.readouterr().err
+    assert "retry 1 of 2: back to step 20 with 0.5 times" in err and "retry 2 of 2" in err
+    assert err.count("diverged") == 3
+    assert _tree_digest(run / "checkpoints") == before
+    assert (run / "config.yaml").read_bytes() == config_before
+
+
 @pytest.mark.parametrize("problem", ["missing set", "empty set", "same set", "margins differ", "bad size",
                                      "unknown method", "no budget", "bad batch"])
 def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
@@ -281,3 +293,47 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     assert "last good checkpoint (step 40)" in str(err.value)
     assert 40 < method.step < 60
     assert latest_checkpoint(plan.run_dir)["step"] == 40  # nothing saved after the jump
+
+
+def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path, sets):
+    """The same collapse at step 40, once: with one retry the run goes back to step 40's
+    checkpoint, halves the learning rate and trains on to its step target."""
+    import keras
+
+    from trainer.checkpoints import latest_checkpoint
+    from trainer.data import AugmentConfig, load_face_pair, make_dataset
+    from trainer.loop import SessionPlan, run_with_retries
+    from trainer.methods import build_method, preset_config
+
+    class SaturateOnce(keras.callbacks.Callback):
+        fired = False
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.model.step == 40 and not SaturateOnce.fired:
+                SaturateOnce.fired = True
+                for decoder in (self.model.decoder_a, self.model.decoder_b):
+                    last_conv = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2D)][-1]
+                    last_conv.bias.assign(last_conv.bias + 50.0)
+
+    pair = load_face_pair(sets[0], sets[1], 32)
+    method = build_method("ae", preset_config("ae", "tiny"))
+    method.compile(method.default_optimizers())
+    plan = SessionPlan(run_dir=str(tmp_path / "run"), target_steps=80, minutes=None, log_every=5,
+                       checkpoint_every=10, preview_every=1000, keep=20, images_per_step=8,
+                       progress=False)
+    seeds = []
+
+    def dataset_for(step, attempt):
+        seeds.append((step, attempt))
+        return make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=step + 7919 * attempt)
+
+    result = run_with_retries(method, dataset_for, plan, pair.faces_a[:2], pair.faces_b[:2], retries=1,
+                              extra_callbacks=[SaturateOnce()])
+    assert seeds == [(0, 0), (40, 1)]
+    assert len(result.retries) == 1 and result.retries[0]["restored_step"] == 40
+    assert 40 < result.retries[0]["diverged_at"] < 60 and result.retries[0]["learning_rate_scale"] == 0.5
+    assert method.step == result.end_step == 80 and result.start_step == 0
+    rate = float(keras.ops.convert_to_numpy(method.named_optimizer("ae").learning_rate))
+    assert rate == pytest.approx(0.5 * method.config.learning_rate)
+    assert latest_checkpoint(plan.run_dir)["step"] == 80
+    assert result.final_losses["l1"] < 0.5  # trained on, not stuck in the collapse

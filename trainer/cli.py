@@ -3,13 +3,14 @@
     swapstream train --method M --a SET_A.npz --b SET_B.npz --out RUN
                      [--preset tiny|cpu|gpu] [--size PX] [--steps N | --minutes T] [--batch B]
                      [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
-                     [--checkpoint-every N] [--keep K] [--lr LR] [--[no-]xla] [--seed S]
+                     [--checkpoint-every N] [--keep K] [--lr LR] [--retries N] [--[no-]xla] [--seed S]
 
 Run folder: config.yaml (resolved config), checkpoints/, previews/, logs/ (TensorBoard),
 summary.json. `--steps` is the run's total: `--resume` continues up to it from the last
 checkpoint with the same step count and optimizer state. Exit codes: 0 ok, 2 bad input
 (missing or mismatched face sets, a size the network cannot take, a diverged loss, a damaged or
-foreign checkpoint), 1 anything else.
+foreign checkpoint), 1 anything else. `--retries N` turns a diverged loss into a step back to the
+last good checkpoint at half the learning rate (at most N times).
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                    help="compile train steps with XLA (default: the preset's; measure first: "
                         "on CPU it can be slower)")
+    p.add_argument("--retries", type=int, default=0,
+                   help="when the loss diverges, go back to the last good checkpoint with half the "
+                        "learning rate and go on, at most N times (default 0: stop)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--distribute", default="none", help="none | mirrored | multiworker (TF_CONFIG)")
@@ -73,7 +77,8 @@ def _train(args) -> int:
         steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, xla=args.xla, seed=args.seed,
         resume=args.resume, distribute=args.distribute, logical_cpus=args.logical_cpus,
         log_every=args.log_every, preview_every=args.preview_every,
-        checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress)
+        checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress,
+        retries=args.retries)
     summary = train_run(request)
     if summary.get("chief", True):
         print(f"{PROG}: {summary['method']} step {summary['step']} "

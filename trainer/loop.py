@@ -7,6 +7,7 @@ resumed sessions.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -39,6 +40,7 @@ class SessionResult:
     stop_reason: str
     final_losses: dict = field(default_factory=dict)
     checkpoint_step: int | None = None
+    retries: list = field(default_factory=list)  # one dict per divergence recovered from
 
     @property
     def images_per_second(self) -> float:
@@ -300,3 +302,42 @@ def run_session(method, dataset: tf.data.Dataset, plan: SessionPlan, preview_a: 
     steady = (budget.last_step_end - budget.first_step_end) if steady_steps else 0.0
     return SessionResult(start_step, method.step, time.time() - started, steady, steady_steps,
                          plan.images_per_step, budget.reason, scalars.last_logs, ckpt.last_saved)
+
+
+def run_with_retries(method, dataset_for, plan: SessionPlan, preview_a: np.ndarray, preview_b: np.ndarray,
+                     retries: int = 0, extra_callbacks: list | None = None) -> SessionResult:
+    """`run_session`, and after a divergence go back to the last good checkpoint with half the
+    learning rates and go on, at most `retries` times, within the same step or time budget.
+
+    `dataset_for(step, attempt)` makes the input pipeline for a start step; a retry draws other
+    batches than the attempt that diverged. The result's seconds cover all attempts and its
+    `retries` lists them. With no retries left (or no checkpoint to go back to) the
+    TrainingDiverged of the last attempt is raised.
+    """
+    started, start_step = time.time(), method.step
+    done: list[dict] = []
+    scale = 1.0
+    while True:
+        remaining = None
+        if plan.minutes is not None:
+            remaining = plan.minutes - (time.time() - started) / 60
+        try:
+            if remaining is not None and remaining <= 0:  # the budget ran out in a failed attempt
+                result = SessionResult(method.step, method.step, 0.0, 0.0, 0, plan.images_per_step,
+                                       "minutes", checkpoint_step=method.step)
+            else:
+                result = run_session(method, dataset_for(method.step, len(done)),
+                                     dataclasses.replace(plan, minutes=remaining), preview_a, preview_b,
+                                     extra_callbacks)
+            return dataclasses.replace(result, start_step=start_step, seconds=time.time() - started, retries=done)
+        except TrainingDiverged as exc:
+            if len(done) >= retries or not plan.chief or checkpoints.latest_checkpoint(plan.run_dir) is None:
+                raise
+            diverged_at = method.step
+            meta = checkpoints.restore_checkpoint(method, plan.run_dir)
+            scale /= 2
+            for name, rate in method.learning_rates().items():
+                method.named_optimizer(name).learning_rate = rate * scale
+            done.append({"diverged_at": diverged_at, "restored_step": meta["step"], "learning_rate_scale": scale})
+            print(f"{exc}\nretry {len(done)} of {retries}: back to step {meta['step']} with {scale:g} times "
+                  "the learning rate", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ from trainer.checkpoints import TrainingDiverged
 from trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, to_dict
 from trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces
 from trainer.distribute import is_chief, make_strategy
-from trainer.loop import SessionPlan, run_session
+from trainer.loop import SessionPlan, run_with_retries
 from trainer.methods import build_method, preset_config
 
 SUMMARY_FILE = "summary.json"
@@ -71,6 +71,14 @@ class TrainRequest:
     checkpoint_every: int | None = None
     keep: int | None = None
     progress: bool = True
+    retries: int = 0  # divergences to recover from (last good checkpoint, half the learning rate)
+
+
+def scaled_learning_rates(model, scale: float):
+    """The model config with every learning rate in it multiplied by `scale`."""
+    rates = {f.name: getattr(model, f.name) * scale for f in dataclasses.fields(model)
+             if f.name.endswith("learning_rate")}
+    return dataclasses.replace(model, **rates)
 
 
 def _overrides(req: TrainRequest) -> dict:
@@ -151,6 +159,10 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
     """
     if req.distribute not in ("none", "mirrored", "multiworker"):
         raise InputError(f"--distribute must be none, mirrored or multiworker, got {req.distribute!r}")
+    if req.retries < 0:
+        raise InputError(f"--retries must be 0 or more, got {req.retries}")
+    if req.retries and req.distribute == "multiworker":
+        raise InputError("--retries does not work with --distribute multiworker (the workers would not agree on it)")
     if req.distribute == "multiworker" and req.minutes is not None:
         raise InputError("--distribute multiworker needs --steps (workers must stop at the same step)")
     # The strategy comes first: splitting the CPU must happen before TensorFlow starts up, and
@@ -190,8 +202,12 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         os.makedirs(req.out, exist_ok=True)
         write_yaml(config_path, to_dict(cfg))
 
-    dataset = make_dataset(pair.faces_a, pair.faces_b, cfg.train.batch_size, cfg.augment,
-                           seed=cfg.train.seed * 1_000_003 + method.step)
+    def dataset_for(step: int, attempt: int) -> tf.data.Dataset:
+        # Seeded by the start step (a resumed run does not replay its batches) and the attempt
+        # (a retry after a divergence does not replay the batches that led to it).
+        return make_dataset(pair.faces_a, pair.faces_b, cfg.train.batch_size, cfg.augment,
+                            seed=cfg.train.seed * 1_000_003 + step + 7_919 * attempt)
+
     plan = SessionPlan(
         run_dir=req.out, target_steps=cfg.train.steps,
         minutes=cfg.train.minutes, log_every=cfg.train.log_every,
@@ -199,12 +215,15 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         keep=cfg.train.keep, images_per_step=2 * cfg.train.batch_size, chief=chief,
         progress=req.progress)
     try:
-        result = run_session(method, dataset, plan, preview_faces(pair.faces_a, PREVIEW_FACES),
-                             preview_faces(pair.faces_b, PREVIEW_FACES))
+        result = run_with_retries(method, dataset_for, plan, preview_faces(pair.faces_a, PREVIEW_FACES),
+                                  preview_faces(pair.faces_b, PREVIEW_FACES), retries=req.retries)
     except TrainingDiverged:
         if previous_config is not None:  # a resumed session leaves the run as it found it
             write_bytes(config_path, previous_config)
         raise
+    if result.retries and chief:  # a resumed run goes on at the learning rate that worked
+        cfg = dataclasses.replace(cfg, model=scaled_learning_rates(cfg.model, result.retries[-1]["learning_rate_scale"]))
+        write_yaml(config_path, to_dict(cfg))
     summary = {
         "method": cfg.method, "preset": cfg.preset, "size": cfg.model.size,
         "training_seconds": round(_earlier_seconds(req) + result.seconds, 2),
@@ -214,7 +233,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         "seconds_per_step": round(result.seconds_per_step, 4), "stop_reason": result.stop_reason,
         "final_losses": result.final_losses, "checkpoint_step": result.checkpoint_step,
         "parameters": method.parameter_counts(), "distribute": cfg.train.distribute,
-        "replicas": replicas, "chief": chief,
+        "replicas": replicas, "chief": chief, "retries": result.retries,
     }
     if chief:
         write_json(os.path.join(req.out, SUMMARY_FILE), summary)
