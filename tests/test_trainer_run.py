@@ -263,19 +263,20 @@ def test_load_run_of_missing_folder(tmp_path):
         load_run(str(tmp_path / "nothing"))
 
 
-def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(tmp_path, sets):
-    """Real training of the tiny `ae`; at step 40 the decoders' output layers are pushed into
-    saturation (what an oversized step does): the loss jumps and stays up without any NaN."""
-    import keras
-
-    from trainer.checkpoints import TrainingDiverged, latest_checkpoint
-    from trainer.data import AugmentConfig, load_face_pair, make_dataset
-    from trainer.loop import SessionPlan, run_session
+def _collapsing_session(tmp_path, sets, target_steps: int, times: int):
+    """A tiny `ae` (compiled), its face pair, a session plan, and a callback that pushes the
+    decoders' output layers into saturation at step 40 (what an oversized step does: the loss
+    jumps and stays up without any NaN), the first `times` times the run passes step 40."""
+    from trainer.data import load_face_pair
+    from trainer.loop import SessionPlan
     from trainer.methods import build_method, preset_config
 
     class SaturateOutputs(keras.callbacks.Callback):
+        left = times
+
         def on_train_batch_end(self, batch, logs=None):
-            if self.model.step == 40:
+            if self.model.step == 40 and SaturateOutputs.left > 0:
+                SaturateOutputs.left -= 1
                 for decoder in (self.model.decoder_a, self.model.decoder_b):
                     last_conv = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2D)][-1]
                     last_conv.bias.assign(last_conv.bias + 50.0)
@@ -283,13 +284,22 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     pair = load_face_pair(sets[0], sets[1], 32)
     method = build_method("ae", preset_config("ae", "tiny"))
     method.compile(method.default_optimizers())
-    plan = SessionPlan(run_dir=str(tmp_path / "run"), target_steps=120, minutes=None, log_every=5,
+    plan = SessionPlan(run_dir=str(tmp_path / "run"), target_steps=target_steps, minutes=None, log_every=5,
                        checkpoint_every=10, preview_every=1000, keep=20, images_per_step=8,
                        progress=False)
+    return pair, method, plan, SaturateOutputs()
+
+
+def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(tmp_path, sets):
+    """Real training of the tiny `ae`, saturated at step 40: the guard stops it."""
+    from trainer.checkpoints import TrainingDiverged, latest_checkpoint
+    from trainer.data import AugmentConfig, make_dataset
+    from trainer.loop import run_session
+
+    pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=120, times=1)
     dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0)
     with pytest.raises(TrainingDiverged, match="jumped") as err:
-        run_session(method, dataset, plan, pair.faces_a[:2], pair.faces_b[:2],
-                    extra_callbacks=[SaturateOutputs()])
+        run_session(method, dataset, plan, pair.faces_a[:2], pair.faces_b[:2], extra_callbacks=[saturate])
     assert "last good checkpoint (step 40)" in str(err.value)
     assert 40 < method.step < 60
     assert latest_checkpoint(plan.run_dir)["step"] == 40  # nothing saved after the jump
@@ -298,29 +308,11 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
 def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path, sets):
     """The same collapse at step 40, once: with one retry the run goes back to step 40's
     checkpoint, halves the learning rate and trains on to its step target."""
-    import keras
-
     from trainer.checkpoints import latest_checkpoint
-    from trainer.data import AugmentConfig, load_face_pair, make_dataset
-    from trainer.loop import SessionPlan, run_with_retries
-    from trainer.methods import build_method, preset_config
+    from trainer.data import AugmentConfig, make_dataset
+    from trainer.loop import run_with_retries
 
-    class SaturateOnce(keras.callbacks.Callback):
-        fired = False
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.model.step == 40 and not SaturateOnce.fired:
-                SaturateOnce.fired = True
-                for decoder in (self.model.decoder_a, self.model.decoder_b):
-                    last_conv = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-                    last_conv.bias.assign(last_conv.bias + 50.0)
-
-    pair = load_face_pair(sets[0], sets[1], 32)
-    method = build_method("ae", preset_config("ae", "tiny"))
-    method.compile(method.default_optimizers())
-    plan = SessionPlan(run_dir=str(tmp_path / "run"), target_steps=80, minutes=None, log_every=5,
-                       checkpoint_every=10, preview_every=1000, keep=20, images_per_step=8,
-                       progress=False)
+    pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=80, times=1)
     seeds = []
 
     def dataset_for(step, attempt):
@@ -328,7 +320,7 @@ def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path
         return make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=step + 7919 * attempt)
 
     result = run_with_retries(method, dataset_for, plan, pair.faces_a[:2], pair.faces_b[:2], retries=1,
-                              extra_callbacks=[SaturateOnce()])
+                              extra_callbacks=[saturate])
     assert seeds == [(0, 0), (40, 1)]
     assert len(result.retries) == 1 and result.retries[0]["restored_step"] == 40
     assert 40 < result.retries[0]["diverged_at"] < 60 and result.retries[0]["learning_rate_scale"] == 0.5
