@@ -225,7 +225,8 @@ def _events(rng: np.random.Generator, t_end: float, mean_gap: float, min_gap: fl
 
 
 def pose_sequence(n_frames: int, seed: int = 0, fps: float = 25.0) -> list[Pose]:
-    """A talking head: speech-like mouth motion, blinks, small smooth head motion.
+    """A talking head: speech-like mouth motion, blinks, eyes held closed now and then, small
+    smooth head motion.
 
     Deterministic per seed, and a prefix of a longer sequence equals the shorter sequence
     (frame i does not depend on n_frames). Angles stay moderate (|yaw| <= 18, |pitch| <= 10,
@@ -235,8 +236,10 @@ def pose_sequence(n_frames: int, seed: int = 0, fps: float = 25.0) -> list[Pose]
         raise ValueError("n_frames must be >= 0")
     if fps <= 0:
         raise ValueError("fps must be > 0")
-    streams = np.random.SeedSequence([abs(int(seed)), int(int(seed) < 0), 0x40710]).spawn(4)
-    base, speech_rng, blink_rng, mouth_rng = (np.random.default_rng(s) for s in streams)
+    streams = np.random.SeedSequence([abs(int(seed)), int(int(seed) < 0), 0x40710]).spawn(5)
+    # Child i of a SeedSequence does not depend on how many are spawned: adding a stream leaves
+    # the earlier ones (and so the scene, speech and blinks of a seed) as they were.
+    base, speech_rng, blink_rng, mouth_rng, closure_rng = (np.random.default_rng(s) for s in streams)
     t = np.arange(n_frames, dtype=np.float64) / fps
     t_end = float(t[-1]) if n_frames else 0.0
 
@@ -281,6 +284,14 @@ def pose_sequence(n_frames: int, seed: int = 0, fps: float = 25.0) -> list[Pose]
     blink = np.zeros(n_frames)
     for tb in _events(blink_rng, t_end, mean_gap=3.2, min_gap=1.2):
         blink = np.maximum(blink, np.exp(-(((t - tb) / 0.07) ** 2)))
+    # Eyes held closed for a moment (0.2-0.6 s) every four seconds or so. Plain blinks close the eyes
+    # in about 3% of frames, too few for a network to learn them within minutes (docs/trainer.md,
+    # "Blinks"); a take made for training asks its subject to close the eyes now and then.
+    ramp = 0.08
+    for tc in _events(closure_rng, t_end, mean_gap=4.0, min_gap=2.0):
+        hold = closure_rng.uniform(0.2, 0.6)
+        closed = np.clip(np.minimum(t - (tc - ramp), (tc + hold + ramp) - t) / ramp, 0, 1)
+        blink = np.maximum(blink, closed)
     blink = np.clip(blink * 1.05, 0, 1)
 
     columns = dict(mouth_open=mouth_open, smile=smile, blink=blink, brow_raise=brow, gaze_x=gaze_x,

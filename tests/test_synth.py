@@ -49,6 +49,18 @@ def test_motion_is_deterministic_smooth_and_prefix_stable():
     assert np.abs(np.diff(col["scale"])).max() < 0.01
 
 
+def test_takes_hold_the_eyes_closed_often_enough_to_learn_from():
+    # Plain blinks (about 3 frames each) close the eyes in ~3% of frames; the held closures
+    # bring that to a share a trainer sees in every few batches, without taking over the take.
+    for seed in (11, 22, 33):
+        blink = np.array([p.blink for p in pose_sequence(600, seed=seed)])
+        closed = blink > 0.5
+        assert 0.08 < closed.mean() < 0.3, (seed, closed.mean())
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, closed.astype(int), 0])))[::2]
+        assert runs.max() >= 6, "at least one closure held for a quarter of a second"
+        assert (blink < 0.1).mean() > 0.6, "the eyes are open most of the time"
+
+
 def test_pose_vector_round_trip_and_names():
     pose = pose_sequence(5, seed=2)[3]
     vec = pose_to_vector(pose)
