@@ -37,12 +37,12 @@ TRAIN_DEFAULTS = {
 # Augmentation per preset. The random warp (warped input, unwarped target) is what makes the
 # classic autoencoders generalise over long runs; in the minutes a CPU run gets it slows learning
 # down: 1000 steps of `ae` reconstructed A's expression and pose with preservation 0.50 without
-# it, 0.33 with it (the pose judge of `compare`; docs/trainer.md). Half the inputs are shown as
-# negatives (`invert_input`): with it, 2300 steps of `ae` (lr 5e-4) on the synthetic comparison
-# split kept A's pose and expression with preservation 0.16 instead of -0.32, the head pose now
-# the same way round for both identities (docs/trainer.md "Expression").
-AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0, invert_input=0.5),
-                    "gpu": AugmentConfig(invert_input=0.5)}
+# it, 0.33 with it (the pose judge of `compare`; docs/trainer.md). Inverted inputs
+# (`invert_input`) made the codes of a light and a dark identity agree on head pose; for two of
+# the same skin tone they only slow learning down: 8 minutes of `ae` on the demo's identities
+# 1 and 4 carried blink / brow / mouth with r 0.45 / 0.83 / 0.96 without them, 0.29 / 0.45 / 0.89
+# with half the inputs inverted (bench/expression_carried.py; docs/trainer.md "Expression").
+AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0), "gpu": AugmentConfig()}
 # CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.
 BATCH_OVERRIDES = {("cyclegan", "cpu"): 4, ("cyclegan", "gpu"): 8}
 
