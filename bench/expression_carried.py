@@ -11,7 +11,9 @@ CycleGAN) and from the swaps (A->B). Printed per parameter: the correlation of t
 reading with A's true values. Near 1: the output shows A's value (the judge itself sets the
 ceiling, the "input" column); near 0: the output ignores it (a network that draws one mean eye
 whatever A does scores about 0 for blink). Unlike `bench/code_alignment.py`, which probes the
-code, this judges the pictures, so it works for all five methods.
+code, this judges the pictures, so it works for all five methods. It reads every face of
+A.npz: give it faces the run never trained on (`swapstream compare` judges its held-out split)
+to tell what the network learned from what it remembers.
 The PNG shows the faces of A with the eyes most closed and the mouth most open, with A->A and
 A->B outputs beside each.
 """
