@@ -32,10 +32,6 @@ from trainer import evaluate as ev  # noqa: E402
 from trainer.data import resize_faces  # noqa: E402
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-
-
 def outputs_of(method, faces: np.ndarray) -> dict[str, np.ndarray]:
     """A->B swaps and A->A reconstructions (float 0..1) of A's faces."""
     def run(direction, x):
@@ -80,7 +76,7 @@ def main() -> int:
     x = resize_faces(sets[0].faces, size).astype(np.float32) / 255.0
     images = {"input": x, **outputs_of(method, x)}
     read = {k: judge.predict(v) for k, v in images.items()}
-    table = {name: {k: round(correlation(read[k][:, i], true[:, i]), 3) for k in images}
+    table = {name: {k: round(ev.correlation(read[k][:, i], true[:, i]), 3) for k in images}
              for i, name in enumerate(judge.names)}
     print(f"{args.run} ({method.method_name}): {len(x)} faces of A; judge trained on {judge.n_train} faces"
           " (in-sample for the input column)")

@@ -263,20 +263,20 @@ def test_load_run_of_missing_folder(tmp_path):
         load_run(str(tmp_path / "nothing"))
 
 
-def _collapsing_session(tmp_path, sets, target_steps: int, times: int):
+def _collapsing_session(tmp_path, sets, target_steps: int):
     """A tiny `ae` (compiled), its face pair, a session plan, and a callback that pushes the
     decoders' output layers into saturation at step 40 (what an oversized step does: the loss
-    jumps and stays up without any NaN), the first `times` times the run passes step 40."""
+    jumps and stays up without any NaN), the first time the run passes step 40 only."""
     from trainer.data import load_face_pair
     from trainer.loop import SessionPlan
     from trainer.methods import build_method, preset_config
 
     class SaturateOutputs(keras.callbacks.Callback):
-        left = times
+        fired = False
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.model.step == 40 and SaturateOutputs.left > 0:
-                SaturateOutputs.left -= 1
+            if self.model.step == 40 and not SaturateOutputs.fired:
+                SaturateOutputs.fired = True
                 for decoder in (self.model.decoder_a, self.model.decoder_b):
                     last_conv = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2D)][-1]
                     last_conv.bias.assign(last_conv.bias + 50.0)
@@ -296,7 +296,7 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     from trainer.data import AugmentConfig, make_dataset
     from trainer.loop import run_session
 
-    pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=120, times=1)
+    pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=120)
     dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0)
     with pytest.raises(TrainingDiverged, match="jumped") as err:
         run_session(method, dataset, plan, pair.faces_a[:2], pair.faces_b[:2], extra_callbacks=[saturate])
@@ -312,7 +312,7 @@ def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path
     from trainer.data import AugmentConfig, make_dataset
     from trainer.loop import run_with_retries
 
-    pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=80, times=1)
+    pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=80)
     seeds = []
 
     def dataset_for(step, attempt):

@@ -519,7 +519,8 @@ def _ridge(x: np.ndarray, y: np.ndarray, lam: float = 10.0):
     return lambda z: (z - xm) @ w + ym
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two vectors; 0 where either is constant."""
     return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
 
 
@@ -535,8 +536,8 @@ def code_alignment(codes_a: np.ndarray, pose_a: np.ndarray, codes_b: np.ndarray,
     half = len(codes_a) // 2
     out = {}
     for i, name in enumerate(names):
-        transfer = _correlation(_ridge(codes_b, pose_b[:, i])(codes_a), pose_a[:, i])
-        within = _correlation(_ridge(codes_a[:half], pose_a[:half, i])(codes_a[half:]), pose_a[half:, i])
+        transfer = correlation(_ridge(codes_b, pose_b[:, i])(codes_a), pose_a[:, i])
+        within = correlation(_ridge(codes_a[:half], pose_a[:half, i])(codes_a[half:]), pose_a[half:, i])
         out[name] = {"transfer_r": round(transfer, 3), "within_a_r": round(within, 3)}
     return out
 

@@ -41,7 +41,7 @@ TRAIN_DEFAULTS = {
 # (`invert_input`) made the codes of a light and a dark identity agree on head pose; for two of
 # the same skin tone they only slow learning down: 8 minutes of `ae` on the demo's identities
 # 1 and 4 carried blink / brow / mouth with r 0.45 / 0.83 / 0.96 without them, 0.29 / 0.45 / 0.89
-# with half the inputs inverted (bench/expression_carried.py; docs/trainer.md "Expression").
+# with half the inputs inverted (bench/expression_carried.py; docs/trainer.md "Eyes").
 AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0), "gpu": AugmentConfig()}
 # CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.
 BATCH_OVERRIDES = {("cyclegan", "cpu"): 4, ("cyclegan", "gpu"): 8}
