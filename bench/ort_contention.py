@@ -1,10 +1,10 @@
 """One onnxruntime session's call time alone and under background load, CUDA and CPU providers.
 
-Why: with 4 concurrent streams on a GPU box each CUDA call of ~12 faces took 110-185 ms
-although alone it takes about 2 ms (docs/serving.md, open problem). This separates the
-suspects: other processes busy on every core (the OS scheduler), Python threads spinning in
-the interpreter (the GIL), threads doing what a stream does (Haar detection, JPEG, blur; OpenCV
-releases the GIL), the same at lower priority (nice 10), and a shorter switch interval.
+Separates what can slow inference down beside the serving threads: other processes busy on
+every core (the OS scheduler), Python threads spinning in the interpreter (the GIL), threads
+doing what a stream does (Haar detection, JPEG, blur; OpenCV releases the GIL), the same at
+lower priority (nice 10), and a shorter switch interval. On an H100 none of these explained the
+multi-stream CUDA stall (the batch size changing between calls did; docs/serving.md).
 
     python bench/ort_contention.py MODEL_FOLDER [--batch 16] [--calls 30] [--json OUT.json]
 

@@ -2,9 +2,10 @@
 frame and every stream waiting at that moment (adaptive batching: no timer, whatever queued up
 while the previous call ran goes into the next one, up to max_batch faces).
 
-On CUDA every new input shape costs onnxruntime a cuDNN algorithm search, so there a batch is
-padded up to one of a few bucket sizes (powers of two) and each size is run once when the model
-loads: no stream pays for a shape's first call (docs/serving.md has the GPU measurements)."""
+On CUDA every batch is padded to max_batch faces, so the session always sees one input shape,
+run once when the model loads. Calls whose batch size changed from the last one stalled there:
+with batches padded to 1, 2, 4, 8 or 16 faces (each size warmed up), 4 streams on an H100 spent
+133 ms per call instead of 1 and ran at 66 FPS; padded to 16 always, 356 FPS (docs/serving.md)."""
 from __future__ import annotations
 
 import queue
@@ -38,12 +39,12 @@ class InferenceBatcher:
     _STOP = object()
 
     def __init__(self, session, manifest: Manifest, max_batch: int = 16, max_pending: int = 64,
-                 name: str = "model", buckets: bool = False) -> None:
+                 name: str = "model", fixed_batch: bool = False) -> None:
         self.session = session
         self.manifest = manifest
         self.max_batch = max(1, max_batch)
-        # Batch sizes the session is called with (padded up to): None = the exact face count.
-        self.buckets = bucket_sizes(self.max_batch) if buckets and manifest.dynamic_batch else None
+        # The batch size every call is padded to (fixed_batch, for CUDA); None = the face count.
+        self.padded_batch = self.max_batch if fixed_batch and manifest.dynamic_batch else None
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._outputs = [manifest.output_name] + ([manifest.mask_output_name] if manifest.mask_output_name else [])
         self._thread = threading.Thread(target=self._run, name=f"infer-{name}", daemon=True)
@@ -61,10 +62,9 @@ class InferenceBatcher:
         return fut
 
     def warm_up(self) -> None:
-        """Run every bucket size once (zeros), so no stream pays for a first call of a shape."""
+        """Run the session once (zeros), so no stream pays for its first call."""
         size = self.manifest.crop_size
-        for n in self.buckets or (1,):
-            self._run_session(np.zeros((n, size, size, 3), np.uint8))
+        self._run_session(np.zeros((self.padded_batch or 1, size, size, 3), np.uint8))
 
     def infer(self, crops: np.ndarray) -> InferenceResult:
         """Run crops through the model now in the caller's thread (no batching with others)."""
@@ -119,15 +119,17 @@ class InferenceBatcher:
         m = self.manifest
         x = crops if m.dtype == "uint8" else crops.astype(np.float32) * np.float32(1.0 / 255.0)
         n = len(x)
-        if self.buckets and n < self.buckets[-1]:
-            padded = next(b for b in self.buckets if b >= n)
-            x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
+        # Faces per session call: the fixed batch (padded up, more faces in several calls), one
+        # for a graph with a fixed batch of 1 (e.g. DFM-style export), else all of them at once.
+        step = max(1, self.padded_batch or (n if m.dynamic_batch else 1))
         t0 = time.perf_counter()
-        if m.dynamic_batch:
-            results = [r[:n] for r in self.session.run(self._outputs, {m.input_name: x})]
-        else:  # graph with a fixed batch of 1 (e.g. DFM-style export): one call per face
-            parts = [self.session.run(self._outputs, {m.input_name: x[i:i + 1]}) for i in range(len(x))]
-            results = [np.concatenate([p[k] for p in parts], axis=0) for k in range(len(self._outputs))]
+        parts = []
+        for i in range(0, max(n, 1), step):
+            part = x[i:i + step]
+            if self.padded_batch and len(part) < step:
+                part = np.concatenate([part, np.zeros((step - len(part), *x.shape[1:]), x.dtype)])
+            parts.append(self.session.run(self._outputs, {m.input_name: part}))
+        results = [np.concatenate([p[k] for p in parts], axis=0)[:n] for k in range(len(self._outputs))]
         ms = (time.perf_counter() - t0) * 1000.0
         faces = np.clip(results[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
         masks = None
@@ -135,12 +137,3 @@ class InferenceBatcher:
             masks = np.clip(results[1].reshape(n, m.crop_size, m.crop_size), 0.0, 1.0).astype(np.float32)
         return faces, masks, ms
 
-
-def bucket_sizes(max_batch: int) -> tuple[int, ...]:
-    """Powers of two below max_batch, then max_batch itself: (1, 2, 4, 8, 16) for 16."""
-    sizes = []
-    b = 1
-    while b < max_batch:
-        sizes.append(b)
-        b *= 2
-    return (*sizes, max_batch)

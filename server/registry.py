@@ -59,7 +59,7 @@ class ModelRegistry:
                 log.error("skipping model %s: %s: %s", name, type(exc).__name__, exc)
                 continue
             batcher = InferenceBatcher(session, manifest, max_batch=max_batch, name=name,
-                                       buckets=provider == CUDA)
+                                       fixed_batch=provider == CUDA)
             if provider == CUDA:
                 batcher.warm_up()
             models[name] = LoadedModel(name, path, manifest, provider, batcher)

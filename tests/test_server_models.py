@@ -12,7 +12,7 @@ import pytest
 
 from faces.detect import HaarDetector
 from faces.errors import InputError
-from server.batcher import InferenceBatcher, bucket_sizes
+from server.batcher import InferenceBatcher
 from server.manifest import ManifestError, load_manifest, new_manifest, write_manifest
 from server.registry import ModelRegistry
 from server.session import SessionError, make_session
@@ -170,21 +170,20 @@ class _ShapeRecorder:
         return self.session.run(outputs, feeds)
 
 
-def test_bucketed_batches_pad_to_few_shapes_and_return_only_the_real_faces(good_model):
-    assert bucket_sizes(16) == (1, 2, 4, 8, 16) and bucket_sizes(12) == (1, 2, 4, 8, 12)
+def test_fixed_batches_pad_to_one_shape_and_return_only_the_real_faces(good_model):
     manifest = load_manifest(good_model)
     session = _ShapeRecorder(make_session(os.path.join(good_model, "model.onnx"), "cpu")[0])
-    batcher = InferenceBatcher(session, manifest, max_batch=8, buckets=True)
+    batcher = InferenceBatcher(session, manifest, max_batch=8, fixed_batch=True)
     try:
         batcher.warm_up()
-        assert session.batches == [1, 2, 4, 8]
+        assert session.batches == [8]
         rng = np.random.default_rng(1)
-        for n in (3, 5, 8, 1):
+        for n in (3, 5, 8, 1, 11):
             crops = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
             result = batcher.infer(crops)
             assert result.faces.shape == crops.shape
             assert np.abs(result.faces.astype(int) - (255 - crops.astype(int))).max() <= 1
-        assert session.batches[4:] == [4, 8, 8, 1]
+        assert session.batches[1:] == [8, 8, 8, 8, 8, 8]  # 11 faces: two calls
     finally:
         batcher.close()
 
