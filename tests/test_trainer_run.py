@@ -146,6 +146,15 @@ def test_resumed_run_adds_up_its_training_time(ae_run, tmp_path):
     assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"], abs=0.02)
 
 
+def test_resume_can_switch_precision_and_records_it(ae_run, tmp_path):
+    run = _copy(ae_run, tmp_path)
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["dtype_policy"] == "float32"
+    assert _train("--out", run, "--resume", "--steps", 24, "--precision", "mixed_bfloat16") == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["dtype_policy"] == "mixed_bfloat16"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] == 24 and np.isfinite(summary["final_losses"]["loss"])
+
+
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run, tmp_path, capsys):
     run = _copy(ae_run, tmp_path)
     before = _tree_digest(run / "checkpoints")

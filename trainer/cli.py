@@ -3,7 +3,8 @@
     swapstream train --method M --a SET_A.npz --b SET_B.npz --out RUN
                      [--preset tiny|cpu|gpu] [--size PX] [--steps N | --minutes T] [--batch B]
                      [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
-                     [--checkpoint-every N] [--keep K] [--lr LR] [--retries N] [--[no-]xla] [--seed S]
+                     [--checkpoint-every N] [--keep K] [--lr LR] [--retries N] [--[no-]xla]
+                     [--precision auto|float32|mixed_bfloat16] [--seed S]
 
 Run folder: config.yaml (resolved config), checkpoints/, previews/, logs/ (TensorBoard),
 summary.json. `--steps` is the run's total: `--resume` continues up to it from the last
@@ -20,6 +21,7 @@ import sys
 
 from faces.cliutil import ArgumentParser, run_cli
 from faces.errors import InputError
+from trainer.precision import CHOICES
 
 PROG = "swapstream train"
 
@@ -40,6 +42,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
                    help="compile train steps with XLA (default: the preset's; measure first: "
                         "on CPU it can be slower)")
+    p.add_argument("--precision", choices=CHOICES,
+                   help="float32 | mixed_bfloat16 | auto (default for a new cpu-preset run: "
+                        "mixed_bfloat16 where the CPU has bfloat16 instructions, else float32)")
     p.add_argument("--retries", type=int, default=0,
                    help="when the loss diverges, go back to the last good checkpoint with half the "
                         "learning rate and go on, at most N times (default 0: stop)")
@@ -74,7 +79,8 @@ def _train(args) -> int:
 
     request = TrainRequest(
         out=args.out, method=args.method, a=args.a, b=args.b, preset=args.preset, size=args.size,
-        steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, xla=args.xla, seed=args.seed,
+        steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, xla=args.xla,
+        precision=args.precision, seed=args.seed,
         resume=args.resume, distribute=args.distribute, logical_cpus=args.logical_cpus,
         log_every=args.log_every, preview_every=args.preview_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress,

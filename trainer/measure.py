@@ -1,7 +1,8 @@
 """Measure each method's training cost: parameters, images/s, time per step, input-pipeline cost.
 
     python -m trainer.measure --a SET_A.npz --b SET_B.npz [--preset cpu] [--methods all|m1,m2]
-                              [--steps 10] [--rounds 5] [--json OUT.json]
+                              [--steps 10] [--rounds 5] [--precision auto|float32|mixed_bfloat16[,...]]
+                              [--json OUT.json]
 
 For each method it times `fit()` on real augmented batches from trainer.data and on one real
 batch repeated from memory (no input cost), alternating the two `--rounds` times and keeping
@@ -14,6 +15,7 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -23,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
 from trainer.methods import METHODS, build_method, preset_config  # noqa: E402
+from trainer.precision import resolve_precision  # noqa: E402
 from trainer.session import BATCH_OVERRIDES, TRAIN_DEFAULTS  # noqa: E402
 
 
@@ -43,9 +46,11 @@ def pipeline_seconds_per_batch(dataset, batches: int) -> float:
     return (time.perf_counter() - start) / batches
 
 
-def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int, rounds: int) -> dict:
+def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int, rounds: int,
+                   precision: str = "auto") -> dict:
     """Figures for one method (see module docstring)."""
     cfg = preset_config(name, preset)
+    cfg = dataclasses.replace(cfg, dtype_policy=resolve_precision(precision, cfg.dtype_policy))
     batch = BATCH_OVERRIDES.get((name, preset), TRAIN_DEFAULTS[preset].batch_size)
     pair = load_face_pair(path_a, path_b, cfg.size)
     method = build_method(name, cfg)
@@ -63,7 +68,7 @@ def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int,
     real_cpu, const_cpu = min(t[1] for t in t_real), min(t[1] for t in t_const)
     input_s = pipeline_seconds_per_batch(real, 4 * steps)
     counts = method.parameter_counts()
-    return {"method": name, "preset": preset, "size": cfg.size, "batch": batch,
+    return {"method": name, "preset": preset, "precision": cfg.dtype_policy, "size": cfg.size, "batch": batch,
             "parameters_total": counts["total"], "parameters_inference": counts["inference"],
             "seconds_per_step": round(real_s, 4), "images_per_second": round(2 * batch / real_s, 1),
             "images_per_second_constant_input": round(2 * batch / const_s, 1),
@@ -74,12 +79,12 @@ def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int,
 
 def markdown(rows: list[dict]) -> str:
     """The figures as a Markdown table."""
-    head = ("| method | size | batch | parameters (total / exported) | images/s | s/step | "
+    head = ("| method | precision | size | batch | parameters (total / exported) | images/s | s/step | "
             "images/s, constant input | input overhead (wall) | input overhead (CPU time) | "
             "input alone, ms/batch | first step (trace) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
-        f"| {r['method']} | {r['size']} | {r['batch']} | {r['parameters_total'] / 1e6:.2f}M / "
+        f"| {r['method']} | {r['precision']} | {r['size']} | {r['batch']} | {r['parameters_total'] / 1e6:.2f}M / "
         f"{r['parameters_inference'] / 1e6:.2f}M | {r['images_per_second']} | {r['seconds_per_step']} | "
         f"{r['images_per_second_constant_input']} | {100 * r['input_overhead']:+.1f}% | "
         f"{100 * r['input_overhead_cpu_time']:+.1f}% | "
@@ -94,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="all")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--precision", default="auto",
+                   help="auto | float32 | mixed_bfloat16, or several separated by commas (each "
+                        "method is measured in each, one after the other)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     rows = []
     for name in names:
-        rows.append(measure_method(name, args.a, args.b, args.preset, args.steps, args.rounds))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for precision in args.precision.split(","):
+            rows.append(measure_method(name, args.a, args.b, args.preset, args.steps, args.rounds, precision))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(markdown(rows))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:

@@ -23,6 +23,7 @@ from trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_fa
 from trainer.distribute import is_chief, make_strategy
 from trainer.loop import SessionPlan, run_with_retries
 from trainer.methods import build_method, preset_config
+from trainer.precision import resolve_precision
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FACES = 6
@@ -62,6 +63,8 @@ class TrainRequest:
     batch: int | None = None
     lr: float | None = None
     xla: bool | None = None
+    # auto|float32|mixed_bfloat16; None: "auto" for a new `cpu` run, else the preset's or run's
+    precision: str | None = None
     seed: int = 0
     resume: bool = False
     distribute: str = "none"
@@ -88,7 +91,9 @@ def _overrides(req: TrainRequest) -> dict:
 
 
 def _model_overrides(model, req: TrainRequest):
-    """--lr and --xla applied to a method config (neither changes the weights' shapes)."""
+    """--lr, --xla and --precision applied to a method config (none changes the weights' shapes)."""
+    if req.precision is not None:
+        model = dataclasses.replace(model, dtype_policy=resolve_precision(req.precision, model.dtype_policy))
     if req.lr is not None:
         model = dataclasses.replace(model, learning_rate=req.lr)
     if req.xla is not None:
@@ -107,6 +112,8 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     if preset not in TRAIN_DEFAULTS:
         raise InputError(f"unknown preset {preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
     model = preset_config(req.method, preset, req.size)
+    if req.precision is None and preset == "cpu":
+        req = dataclasses.replace(req, precision="auto")
     model = _model_overrides(model, req)
     train = dataclasses.replace(
         TRAIN_DEFAULTS[preset],
