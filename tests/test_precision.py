@@ -1,6 +1,8 @@
 """Which dtype policy a training run gets: --precision and the cpu preset's automatic choice."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import trainer.precision as precision
@@ -47,3 +49,19 @@ def test_new_cpu_runs_choose_their_precision_and_tiny_runs_keep_float32(monkeypa
     assert policy(preset="cpu", precision="float32") == "float32"
     assert policy(preset="tiny") == "float32"
     assert policy(preset="tiny", precision="mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_measure_times_a_method_in_each_precision(tmp_path, capsys):
+    pytest.importorskip("keras")
+    from tests.trainer_fixtures import make_pair
+    from trainer.measure import main as measure
+
+    a, b = make_pair(tmp_path, count=8, size=32)
+    out = tmp_path / "rows.json"
+    assert measure(["--a", str(a), "--b", str(b), "--preset", "tiny", "--methods", "ae", "--steps", "1",
+                    "--rounds", "1", "--precision", "float32,mixed_bfloat16", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["precision"] for r in rows] == ["float32", "mixed_bfloat16"]
+    assert all(r["method"] == "ae" and r["images_per_second"] > 0 for r in rows)
+    table = capsys.readouterr().out
+    assert "| ae | float32 | 32 |" in table and "| ae | mixed_bfloat16 | 32 |" in table
