@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 
+import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,21 +60,37 @@ def _patch_sessions(profile_dir: str | None, cuda_opts: dict | None) -> None:
 
 def _pow2_buckets() -> None:
     import server.batcher as batcher
+    import server.registry as registry
 
     class Bucketed(batcher.InferenceBatcher):
-        def _run_session(self, crops):
-            if self.padded_batch:
-                size = 1
-                while size < min(len(crops), self.max_batch):
-                    size *= 2
-                full, self.padded_batch = self.padded_batch, min(size, self.max_batch)
-                try:
-                    return super()._run_session(crops)
-                finally:
-                    self.padded_batch = full
-            return super()._run_session(crops)
+        """Pads a CUDA batch to the next power of two (at most max_batch) instead of max_batch."""
 
-    import server.registry as registry
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.pow2, self.padded_batch = self.padded_batch is not None, None
+
+        def warm_up(self):
+            """Every padded size once, as the old padding did."""
+            if not self.pow2:
+                return super().warm_up()
+            side, size = self.manifest.crop_size, 1
+            while True:
+                self.infer(np.zeros((size, side, side, 3), np.uint8))
+                if size >= self.max_batch:
+                    return None
+                size = min(2 * size, self.max_batch)
+
+        def _run_session(self, crops):
+            n = len(crops)
+            size = 1
+            while size < min(n, self.max_batch):
+                size *= 2
+            if not self.pow2 or n >= size:
+                return super()._run_session(crops)
+            padded = np.concatenate([crops, np.zeros((size - n, *crops.shape[1:]), crops.dtype)])
+            faces, masks, ms = super()._run_session(padded)
+            return faces[:n], None if masks is None else masks[:n], ms
+
     registry.InferenceBatcher = Bucketed
 
 
