@@ -155,6 +155,21 @@ def test_resume_can_switch_precision_and_records_it(ae_run, tmp_path):
     assert summary["step"] == 24 and np.isfinite(summary["final_losses"]["loss"])
 
 
+def test_set_changes_a_new_runs_networks_and_is_refused_on_resume(ae_run, sets, tmp_path, capsys):
+    run = tmp_path / "narrow"
+    assert _train("--method", "ae", "--a", sets[0], "--b", sets[1], "--out", run, "--steps", 2,
+                  "--set", "decoder_filters=8,4", "--set", "expression_weight=4") == 0
+    model = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    assert model["decoder_filters"] == [8, 4] and model["expression_weight"] == 4.0
+    narrow = json.loads((run / "summary.json").read_text())["parameters"]["decoder_a"]
+    assert narrow < json.loads((ae_run / "summary.json").read_text())["parameters"]["decoder_a"]
+    before = _tree_digest(run)
+    capsys.readouterr()
+    assert _train("--out", run, "--resume", "--steps", 4, "--set", "latent_dim=8") == 2
+    assert "--set applies to a new run" in capsys.readouterr().err
+    assert _tree_digest(run) == before
+
+
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run, tmp_path, capsys):
     run = _copy(ae_run, tmp_path)
     before = _tree_digest(run / "checkpoints")

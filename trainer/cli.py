@@ -4,7 +4,7 @@
                      [--preset tiny|cpu|gpu] [--size PX] [--steps N | --minutes T] [--batch B]
                      [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
                      [--checkpoint-every N] [--keep K] [--lr LR] [--retries N] [--[no-]xla]
-                     [--precision auto|float32|mixed_bfloat16] [--seed S]
+                     [--precision auto|float32|mixed_bfloat16] [--seed S] [--set KEY=VALUE ...]
 
 Run folder: config.yaml (resolved config), checkpoints/, previews/, logs/ (TensorBoard),
 summary.json. `--steps` is the run's total: `--resume` continues up to it from the last
@@ -22,6 +22,7 @@ import sys
 from faces.cliutil import ArgumentParser, run_cli
 from faces.errors import InputError
 from trainer.precision import CHOICES
+from trainer.settings import parse_assignments
 
 PROG = "swapstream train"
 
@@ -48,6 +49,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--retries", type=int, default=0,
                    help="when the loss diverges, go back to the last good checkpoint with half the "
                         "learning rate and go on, at most N times (default 0: stop)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="change a field of the method's config for a new run (the model section "
+                        "of config.yaml), e.g. --set decoder_filters=64,32,16; repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--distribute", default="none", help="none | mirrored | multiworker (TF_CONFIG)")
@@ -84,7 +88,7 @@ def _train(args) -> int:
         resume=args.resume, distribute=args.distribute, logical_cpus=args.logical_cpus,
         log_every=args.log_every, preview_every=args.preview_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress,
-        retries=args.retries)
+        retries=args.retries, settings=parse_assignments(args.settings))
     summary = train_run(request)
     if summary.get("chief", True):
         print(f"{PROG}: {summary['method']} step {summary['step']} "

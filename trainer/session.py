@@ -24,6 +24,7 @@ from trainer.distribute import is_chief, make_strategy
 from trainer.loop import SessionPlan, run_with_retries
 from trainer.methods import build_method, preset_config
 from trainer.precision import resolve_precision
+from trainer.settings import apply_settings
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FACES = 6
@@ -75,6 +76,7 @@ class TrainRequest:
     keep: int | None = None
     progress: bool = True
     retries: int = 0  # divergences to recover from (last good checkpoint, half the learning rate)
+    settings: tuple[tuple[str, str], ...] = ()  # --set KEY=VALUE on the method's config (new runs)
 
 
 def scaled_learning_rates(model, scale: float):
@@ -111,7 +113,7 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     preset = req.preset or "cpu"
     if preset not in TRAIN_DEFAULTS:
         raise InputError(f"unknown preset {preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
-    model = preset_config(req.method, preset, req.size)
+    model = apply_settings(preset_config(req.method, preset, req.size), req.settings)
     if req.precision is None and preset == "cpu":
         req = dataclasses.replace(req, precision="auto")
     model = _model_overrides(model, req)
@@ -128,6 +130,9 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
 
 def _resumed_config(req: TrainRequest) -> RunConfig:
     cfg = read_config(req.out)
+    if req.settings:
+        raise InputError("--set applies to a new run: a resumed run keeps the model section of its "
+                         "config.yaml (its checkpoints have those networks)")
     given = {"--method": (req.method, cfg.method), "--size": (req.size, cfg.model.size),
              "--preset": (req.preset, cfg.preset),
              "--a": (req.a and os.path.abspath(req.a), cfg.data.a),

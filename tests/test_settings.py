@@ -1,0 +1,43 @@
+"""`swapstream train --set KEY=VALUE`: fields of a method's config changed for a new run."""
+from __future__ import annotations
+
+import pytest
+
+from faces.errors import InputError
+from trainer.methods import preset_config
+from trainer.settings import apply_settings, parse_assignments
+
+
+def test_values_are_parsed_as_the_type_the_field_has():
+    cfg = apply_settings(preset_config("ae", "cpu"), parse_assignments(
+        ["decoder_filters=64,32,16", "bottleneck_filters=128", "expression_weight=5", "jit_compile=true"]))
+    assert cfg.decoder_filters == (64, 32, 16) and cfg.bottleneck_filters == 128
+    assert cfg.expression_weight == 5.0 and isinstance(cfg.expression_weight, float)
+    assert cfg.jit_compile is True
+    assert cfg.encoder_filters == preset_config("ae", "cpu").encoder_filters  # the rest as the preset
+    assert apply_settings(cfg, parse_assignments(["decoder_filters=[8, 4, 2]"])).decoder_filters == (8, 4, 2)
+
+
+@pytest.mark.parametrize("items,message", [
+    (["latent=128"], "no field 'latent'; valid fields: "),
+    (["latent_dim=big"], "'big' is not a int"),
+    (["jit_compile=maybe"], "'maybe' is not a bool"),
+    (["decoder_filters=64,32"], "decoder_filters needs one entry fewer"),  # the config's own check
+    (["latent_dim=0"], "latent_dim must be > 0"),
+    (["decoder_filters=,"], "one or more comma-separated values"),
+])
+def test_bad_settings_name_the_problem(items, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        apply_settings(preset_config("ae", "cpu"), parse_assignments(items))
+
+
+def test_unknown_field_error_lists_the_valid_ones():
+    with pytest.raises(InputError) as err:
+        apply_settings(preset_config("cyclegan", "cpu"), parse_assignments(["decoder_filters=8"]))
+    assert "gen_filters, res_blocks, disc_filters" in str(err.value)
+
+
+@pytest.mark.parametrize("item", ["latent_dim", "=3", "latent_dim="])
+def test_an_assignment_needs_key_and_value(item):
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        parse_assignments([item])
