@@ -41,3 +41,13 @@ def test_unknown_field_error_lists_the_valid_ones():
 def test_an_assignment_needs_key_and_value(item):
     with pytest.raises(InputError, match="KEY=VALUE"):
         parse_assignments([item])
+
+
+def test_the_demos_network_is_a_narrower_cpu_ae():
+    from clients.demo import DEMO_NETWORK
+    from trainer.methods import build_method
+
+    preset = preset_config("ae", "cpu")
+    narrow = apply_settings(preset, parse_assignments(list(DEMO_NETWORK)))
+    counts = [build_method("ae", cfg).parameter_counts()["total"] for cfg in (preset, narrow)]
+    assert counts[1] < 0.6 * counts[0]
