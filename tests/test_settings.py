@@ -25,6 +25,7 @@ def test_values_are_parsed_as_the_type_the_field_has():
     (["decoder_filters=64,32"], "decoder_filters needs one entry fewer"),  # the config's own check
     (["latent_dim=0"], "latent_dim must be > 0"),
     (["decoder_filters=,"], "one or more comma-separated values"),
+    (["dtype_policy=float16"], "use --precision"),
 ])
 def test_bad_settings_name_the_problem(items, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(")):

@@ -14,6 +14,8 @@ import dataclasses
 from faces.errors import InputError
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+# Fields with a flag of their own that does more than set the field.
+_OWN_FLAG = {"dtype_policy": "--precision (which also checks the CPU can run it)"}
 
 
 def parse_assignments(items: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -60,6 +62,8 @@ def apply_settings(model, assignments: tuple[tuple[str, str], ...]):
     names = [f.name for f in dataclasses.fields(model)]
     changes = {}
     for key, text in assignments:
+        if key in _OWN_FLAG:
+            raise InputError(f"--set {key}: use {_OWN_FLAG[key]}")
         if key not in names:
             raise InputError(f"--set {key}: {type(model).__name__} has no field {key!r}; "
                              f"valid fields: {', '.join(names)}")
