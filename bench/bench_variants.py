@@ -47,15 +47,15 @@ def _patch_sessions(profile_dir: str | None, cuda_opts: dict | None) -> None:
         if cuda_opts and providers and "CUDAExecutionProvider" in str(providers[0]):
             providers = [("CUDAExecutionProvider", cuda_opts), *providers[1:]]
         init(self, path, opts, providers=providers, **kw)
-        sessions.append(self)
+        if profile_dir:
+            sessions.append(self)
 
     ort.InferenceSession.__init__ = patched
 
     @atexit.register
-    def _end() -> None:
+    def _end() -> None:  # profiles are written when profiling ends
         for s in sessions:
-            if profile_dir:
-                print("onnxruntime profile:", s.end_profiling(), file=sys.stderr)
+            print("onnxruntime profile:", s.end_profiling(), file=sys.stderr)
 
 
 def _pow2_buckets() -> None:
