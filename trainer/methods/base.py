@@ -31,6 +31,13 @@ def check_positive(config, names: tuple[str, ...]) -> None:
             raise InputError(f"{type(config).__name__}.{name} must be > 0, got {value!r}")
 
 
+def check_non_negative(config, names: tuple[str, ...]) -> None:
+    """Raise InputError if any named float config field (a loss weight, a noise level) is < 0."""
+    for name in names:
+        if getattr(config, name) < 0:
+            raise InputError(f"{type(config).__name__}.{name} must be >= 0, got {getattr(config, name)!r}")
+
+
 def check_size_multiple(size: int, downsamples: int, method: str, minimum: int | None = None) -> None:
     """Raise InputError unless `size` survives `downsamples` halvings (and is at least `minimum`)."""
     step = 2**downsamples

@@ -17,10 +17,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from faces.errors import InputError
 from trainer import losses
 from trainer.blocks import instance_norm, resnet_block
-from trainer.methods.base import SwapMethod, check_positive, check_size_multiple
+from trainer.methods.base import SwapMethod, check_non_negative, check_positive, check_size_multiple
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,7 @@ class CycleGANConfig:
 
     def validate(self) -> None:
         check_positive(self, ("size", "gen_filters", "res_blocks", "disc_filters", "learning_rate"))
-        for name in ("cycle_weight", "identity_weight", "cycle_noise"):
-            if getattr(self, name) < 0:
-                raise InputError(f"CycleGANConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        check_non_negative(self, ("cycle_weight", "identity_weight", "cycle_noise"))
         # Generator halves twice; the PatchGAN halves len(disc_filters) - 1 times.
         check_size_multiple(self.size, max(2, len(self.disc_filters) - 1), "cyclegan", minimum=16)
 
@@ -141,8 +138,8 @@ class CycleGAN(SwapMethod):
         cycle loss can then only be met by translating what is visible)."""
         if not self.config.cycle_noise:
             return fake
-        noise = keras.random.normal(tf.shape(fake), stddev=self.config.cycle_noise, seed=self.seed_generator)
-        return fake + tf.cast(noise, fake.dtype)
+        # The generators end in float32 layers, so the noise is float32 too.
+        return fake + keras.random.normal(tf.shape(fake), stddev=self.config.cycle_noise, seed=self.seed_generator)
 
     def train_step(self, data):
         cfg = self.config
