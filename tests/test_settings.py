@@ -52,3 +52,20 @@ def test_the_demos_network_is_a_narrower_cpu_ae():
     narrow = apply_settings(preset, parse_assignments(list(DEMO_NETWORK)))
     counts = [build_method("ae", cfg).parameter_counts()["total"] for cfg in (preset, narrow)]
     assert counts[1] < 0.6 * counts[0]
+
+
+def test_augment_keys_change_the_augmentation_and_are_checked():
+    from trainer.data import AugmentConfig
+    from trainer.settings import split_section
+
+    pairs = parse_assignments(["augment.rotation_deg=0", "latent_dim=64", "augment.flip=false"])
+    augment, model = split_section(pairs, "augment")
+    assert model == (("latent_dim", "64"),)
+    cfg = apply_settings(AugmentConfig(), augment, "augment")
+    assert cfg.rotation_deg == 0.0 and cfg.flip is False and cfg.shift == AugmentConfig().shift
+    unknown = r"augment\.rotation: AugmentConfig has no field .*; valid fields: augment\.rotation_deg"
+    with pytest.raises(InputError, match=unknown):
+        apply_settings(AugmentConfig(), (("rotation", "0"),), "augment")
+    for key, value in (("shift", "-0.1"), ("invert_input", "1.5"), ("warp_grid", "1")):
+        with pytest.raises(InputError, match=f"augment {key}"):
+            apply_settings(AugmentConfig(), ((key, value),), "augment")

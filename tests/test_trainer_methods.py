@@ -165,3 +165,35 @@ def test_cycle_noise_perturbs_only_the_cycle_pass_and_still_trains(faces):
     dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
     l1 = np.asarray(method.fit(dataset, epochs=6, steps_per_epoch=5, verbose=0, shuffle=False).history["l1"])
     assert np.isfinite(l1).all() and l1[-2:].mean() < 0.85 * l1[0], l1
+
+
+def test_vae_encoder_input_sees_only_the_face_and_exports(tmp_path):
+    """`vae` encoder_input: "face" ignores pixels outside the ellipse, "face-normalized" also a
+    per-channel brightness and contrast change; both export to ONNX with Keras' numbers."""
+    import dataclasses
+
+    from exporter.export import ExportSpec, export_model
+    import onnxruntime as ort
+
+    base = preset_config("vae", "tiny")
+    with pytest.raises(InputError, match="encoder_input"):
+        dataclasses.replace(base, encoder_input="mouth").validate()
+    rng = np.random.default_rng(3)
+    x = rng.random((4, 32, 32, 3), dtype=np.float32)
+    corners = x.copy()
+    corners[:, :3, :3] = 1.0 - corners[:, :3, :3]  # outside the face ellipse
+    relit = 0.15 + x * np.array([0.6, 0.8, 0.7], np.float32)
+    for mode, same in (("crop", ()), ("face", (corners,)), ("face-normalized", (corners, relit))):
+        method = build_method("vae", dataclasses.replace(base, encoder_input=mode), seed=0)
+        mu = np.asarray(method.encoder(x)[0])
+        for other in (corners, relit):
+            moved = np.abs(np.asarray(method.encoder(other)[0]) - mu).max()
+            if any(other is s for s in same):
+                assert moved < 1e-3, (mode, moved)
+            else:
+                assert moved > 1e-3, (mode, moved)
+    model = method.inference_model("a2b")
+    export_model(model, str(tmp_path / "vae"), ExportSpec(method="vae", direction="a2b", crop_size=32,
+                                                           crop_margin=0.2), log=lambda m: None)
+    sess = ort.InferenceSession(str(tmp_path / "vae" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"face": x})[0] - np.asarray(model(x))).max() < 1e-4

@@ -158,9 +158,12 @@ def test_resume_can_switch_precision_and_records_it(ae_run, tmp_path):
 def test_set_changes_a_new_runs_networks_and_is_refused_on_resume(ae_run, sets, tmp_path, capsys):
     run = tmp_path / "narrow"
     assert _train("--method", "ae", "--a", sets[0], "--b", sets[1], "--out", run, "--steps", 2,
-                  "--set", "decoder_filters=8,4", "--set", "expression_weight=4") == 0
-    model = yaml.safe_load((run / "config.yaml").read_text())["model"]
+                  "--set", "decoder_filters=8,4", "--set", "expression_weight=4",
+                  "--set", "augment.rotation_deg=0") == 0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    model = config["model"]
     assert model["decoder_filters"] == [8, 4] and model["expression_weight"] == 4.0
+    assert config["augment"]["rotation_deg"] == 0.0 and config["augment"]["zoom"] > 0
     narrow = json.loads((run / "summary.json").read_text())["parameters"]["decoder_a"]
     assert narrow < json.loads((ae_run / "summary.json").read_text())["parameters"]["decoder_a"]
     before = _tree_digest(run)

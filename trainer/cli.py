@@ -51,7 +51,8 @@ def build_parser() -> ArgumentParser:
                         "learning rate and go on, at most N times (default 0: stop)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="change a field of the method's config for a new run (the model section "
-                        "of config.yaml), e.g. --set decoder_filters=64,32,16; repeatable")
+                        "of config.yaml), e.g. --set decoder_filters=64,32,16, or of its "
+                        "augmentation with augment.KEY, e.g. --set augment.rotation_deg=0; repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--distribute", default="none", help="none | mirrored | multiworker (TF_CONFIG)")

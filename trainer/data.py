@@ -39,6 +39,16 @@ class AugmentConfig:
     # mouth stayed reversed with it).
     invert_input: float = 0.0
 
+    def validate(self) -> None:
+        """InputError for a strength below 0, a share above 1 or a warp grid under 2 points."""
+        for name in ("rotation_deg", "zoom", "shift", "warp", "color_jitter", "invert_input"):
+            if getattr(self, name) < 0:
+                raise InputError(f"augment {name} must be >= 0, got {getattr(self, name)}")
+        if self.invert_input > 1:
+            raise InputError(f"augment invert_input is a share of the inputs (0..1), got {self.invert_input}")
+        if self.warp_grid < 2:
+            raise InputError(f"augment warp_grid must be >= 2, got {self.warp_grid}")
+
 
 @dataclass(frozen=True)
 class FacePair:

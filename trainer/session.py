@@ -24,7 +24,7 @@ from trainer.distribute import is_chief, make_strategy
 from trainer.loop import SessionPlan, run_with_retries
 from trainer.methods import build_method, preset_config
 from trainer.precision import resolve_precision
-from trainer.settings import apply_settings
+from trainer.settings import apply_settings, split_section
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FACES = 6
@@ -113,7 +113,9 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     preset = req.preset or "cpu"
     if preset not in TRAIN_DEFAULTS:
         raise InputError(f"unknown preset {preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
-    model = apply_settings(preset_config(req.method, preset, req.size), req.settings)
+    augment_settings, model_settings = split_section(req.settings, "augment")
+    model = apply_settings(preset_config(req.method, preset, req.size), model_settings)
+    augment = apply_settings(AUGMENT_DEFAULTS[preset], augment_settings, "augment")
     if req.precision is None and preset == "cpu":
         req = dataclasses.replace(req, precision="auto")
     model = _model_overrides(model, req)
@@ -125,13 +127,13 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     train = dataclasses.replace(train, **_overrides(req))
     data = DataConfig(a=os.path.abspath(req.a), b=os.path.abspath(req.b), margin=0.0,
                       faces_a=0, faces_b=0, source_size_a=0, source_size_b=0)
-    return RunConfig(req.method, preset, model, train, data, AUGMENT_DEFAULTS[preset])
+    return RunConfig(req.method, preset, model, train, data, augment)
 
 
 def _resumed_config(req: TrainRequest) -> RunConfig:
     cfg = read_config(req.out)
     if req.settings:
-        raise InputError("--set applies to a new run: a resumed run keeps the model section of its "
+        raise InputError("--set applies to a new run: a resumed run keeps the model and augment sections of its "
                          "config.yaml (its checkpoints have those networks)")
     given = {"--method": (req.method, cfg.method), "--size": (req.size, cfg.model.size),
              "--preset": (req.preset, cfg.preset),

@@ -4,8 +4,10 @@ The presets fix every network size and loss weight; a researcher trying a narrow
 another loss weight would otherwise have to start a run, edit its config.yaml and resume it.
 `--set` takes the field names of the method's config dataclass (the `model:` section of
 config.yaml) and parses each value as the type the field already has: `decoder_filters=64,32,16`
-(a tuple), `expression_weight=5`, `jit_compile=false`. Unknown names and unparsable values are
-InputErrors that name the valid fields; the result goes through the config's own validation.
+(a tuple), `expression_weight=5`, `jit_compile=false`. Keys starting `augment.` change the
+augmentation instead (the `augment:` section, `trainer.data.AugmentConfig`), e.g.
+`augment.rotation_deg=0`. Unknown names and unparsable values are InputErrors that name the valid
+fields; the result goes through the config's own validation.
 """
 from __future__ import annotations
 
@@ -55,19 +57,29 @@ def _parse(key: str, text: str, current):
     return _scalar(text, current, key)
 
 
-def apply_settings(model, assignments: tuple[tuple[str, str], ...]):
-    """The method config `model` with each (field, text) assignment applied and validated."""
+def split_section(assignments: tuple[tuple[str, str], ...], section: str):
+    """(the assignments of `section.KEY` with the prefix taken off, the others)."""
+    prefix = section + "."
+    inside = tuple((k[len(prefix):], v) for k, v in assignments if k.startswith(prefix))
+    return inside, tuple((k, v) for k, v in assignments if not k.startswith(prefix))
+
+
+def apply_settings(model, assignments: tuple[tuple[str, str], ...], section: str = ""):
+    """The config dataclass `model` with each (field, text) assignment applied and validated;
+    `section` ("augment") only names the keys in error messages."""
     if not assignments:
         return model
+    prefix = section + "." if section else ""
     names = [f.name for f in dataclasses.fields(model)]
     changes = {}
     for key, text in assignments:
+        where = prefix + key
         if key in _OWN_FLAG:
-            raise InputError(f"--set {key}: use {_OWN_FLAG[key]}")
+            raise InputError(f"--set {where}: use {_OWN_FLAG[key]}")
         if key not in names:
-            raise InputError(f"--set {key}: {type(model).__name__} has no field {key!r}; "
-                             f"valid fields: {', '.join(names)}")
-        changes[key] = _parse(key, text, getattr(model, key))
+            raise InputError(f"--set {where}: {type(model).__name__} has no field {key!r}; "
+                             f"valid fields: {', '.join(prefix + n for n in names)}")
+        changes[key] = _parse(where, text, getattr(model, key))
     model = dataclasses.replace(model, **changes)
     model.validate()
     return model

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from faces.errors import InputError
+from faces.mask import ellipse_mask
 from trainer import losses
 from trainer.methods.ae import reconstruction_loss
 from trainer.methods.base import SwapMethod, TrainingConfig, check_positive
@@ -28,15 +29,24 @@ class VAEConfig(TrainingConfig):
     hidden: tuple[int, ...] = (256, 256)
     latent_dim: int = 128
     beta: float = 0.02
+    # What the encoder sees: "crop" (the whole crop), "face" (the face ellipse, mid grey
+    # outside), "face-normalized" (the ellipse with each face's own mean colour and spread
+    # taken out). A dense first layer separates two takes at once by background and skin
+    # colour; without them A's and B's codes may share more (docs/trainer.md).
+    encoder_input: str = "crop"
 
     def validate(self) -> None:
         check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
+        if self.encoder_input not in ENCODER_INPUTS:
+            raise InputError(f"encoder_input {self.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if self.size < 8:
             raise InputError(f"size {self.size} is too small for vae (at least 8)")
         if self.size * self.size * 3 * self.hidden[0] > 200_000_000:
             raise InputError(f"size {self.size} makes the dense vae's first layer "
                              f"{self.size * self.size * 3 * self.hidden[0]:,} weights; use a smaller size")
 
+
+ENCODER_INPUTS = ("crop", "face", "face-normalized")
 
 PRESETS = {
     "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
@@ -49,13 +59,28 @@ PRESETS = {
 def build_dense_encoder(cfg: VAEConfig) -> keras.Model:
     """Face (S,S,3) -> (mu, logvar), each (latent_dim,)."""
     face = keras.Input((cfg.size, cfg.size, 3), name="face")
-    x = layers.Flatten(dtype=cfg.dtype_policy)(face)
+    x = layers.Flatten(dtype=cfg.dtype_policy)(encoder_view(face, cfg))
     for h in cfg.hidden:
         x = layers.Dense(h, dtype=cfg.dtype_policy)(x)
         x = layers.LeakyReLU(0.1, dtype=cfg.dtype_policy)(x)
     mu = layers.Dense(cfg.latent_dim, dtype="float32", name="mu")(x)
     logvar = layers.Dense(cfg.latent_dim, dtype="float32", name="logvar")(x)
     return keras.Model(face, [mu, logvar], name="encoder")
+
+
+def encoder_view(face, cfg: VAEConfig):
+    """The part of the face the encoder sees (`cfg.encoder_input`), as symbolic ops so the
+    exported swap graph holds them too."""
+    if cfg.encoder_input == "crop":
+        return face
+    mask = ellipse_mask(cfg.size, feather=0.1, rx=0.36, ry=0.44)[None, :, :, None]
+    if cfg.encoder_input == "face-normalized":
+        # Standardise each face's colour inside the ellipse (weighted mean and spread per channel).
+        area = float(mask.sum())
+        mean = ops.sum(face * mask, axis=(1, 2), keepdims=True) / area
+        spread = ops.sqrt(ops.sum(ops.square(face - mean) * mask, axis=(1, 2), keepdims=True) / area + 1e-4)
+        face = 0.5 + 0.25 * (face - mean) / spread
+    return face * mask + 0.5 * (1.0 - mask)
 
 
 def build_dense_decoder(cfg: VAEConfig, name: str) -> keras.Model:
