@@ -18,7 +18,7 @@ from faces.errors import InputError
 from faces.mask import ellipse_mask
 from trainer import losses
 from trainer.methods.ae import reconstruction_loss
-from trainer.methods.base import SwapMethod, TrainingConfig, check_positive
+from trainer.methods.base import SwapMethod, TrainingConfig, check_non_negative, check_positive
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,15 @@ class VAEConfig(TrainingConfig):
     # taken out). A dense first layer separates two takes at once by background and skin
     # colour; without them A's and B's codes may share more (docs/trainer.md).
     encoder_input: str = "crop"
+    # Weight of the code-alignment term (0 = none): the mean and spread of A's codes in a batch
+    # pulled toward those of B's. Without it the dense encoder puts the two identities' codes
+    # in separate regions (each A code nearer other A codes than any B code by 5x), and
+    # decoder_B meets A's codes as nothing it was trained on (docs/trainer.md).
+    align_weight: float = 0.0
 
     def validate(self) -> None:
         check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
+        check_non_negative(self, ("align_weight",))
         if self.encoder_input not in ENCODER_INPUTS:
             raise InputError(f"encoder_input {self.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if self.size < 8:
@@ -132,6 +138,7 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.gap_tracker = keras.metrics.Mean(name="code_gap")
         self.built = True
 
     @staticmethod
@@ -142,7 +149,7 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.l1_tracker, self.kl_tracker]
+        return [self.loss_tracker, self.l1_tracker, self.kl_tracker, self.gap_tracker]
 
     def networks(self):
         return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b}
@@ -155,7 +162,7 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
         cfg = self.config
         pixels = float(cfg.size * cfg.size * 3)
         with tf.GradientTape() as tape:
-            total, l1s, kls = 0.0, [], []
+            total, l1s, kls, mus = 0.0, [], [], []
             for side, decoder in (("a", self.decoder_a), ("b", self.decoder_b)):
                 mu, logvar = self.encoder(data[f"warped_{side}"], training=True)
                 rec = decoder(self.sample(mu, logvar), training=True)
@@ -164,9 +171,14 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
                 total += rec_loss + cfg.beta * kl / pixels
                 l1s.append(l1)
                 kls.append(kl)
+                mus.append(mu)
+            gap = losses.moment_gap(*mus)
+            if cfg.align_weight:
+                total += cfg.align_weight * gap
             scaled = total * self.replica_scale()
         self.apply_loss("vae", tape, scaled)
         self.loss_tracker.update_state(total)
         self.l1_tracker.update_state((l1s[0] + l1s[1]) / 2)
         self.kl_tracker.update_state((kls[0] + kls[1]) / 2)
+        self.gap_tracker.update_state(gap)
         return self.metric_logs()
