@@ -85,16 +85,6 @@ def kl_divergence(mu, logvar) -> tf.Tensor:
     return tf.reduce_mean(kl)
 
 
-def moment_gap(x, y) -> tf.Tensor:
-    """How far two batches of codes (N, D) lie apart: squared difference of their per-dimension
-    means plus that of their standard deviations, averaged over the dimensions."""
-    x, y = tf.cast(x, tf.float32), tf.cast(y, tf.float32)
-    mx, my = tf.reduce_mean(x, axis=0), tf.reduce_mean(y, axis=0)
-    sx = tf.sqrt(tf.reduce_mean(tf.square(x - mx), axis=0) + 1e-6)
-    sy = tf.sqrt(tf.reduce_mean(tf.square(y - my), axis=0) + 1e-6)
-    return tf.reduce_mean(tf.square(mx - my)) + tf.reduce_mean(tf.square(sx - sy))
-
-
 def lsgan_loss(pred, target_is_real: bool) -> tf.Tensor:
     """Least-squares GAN loss (Mao et al. 2017): mean (D(x) - 1)^2 for real, D(x)^2 for fake."""
     target = 1.0 if target_is_real else 0.0

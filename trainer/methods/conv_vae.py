@@ -13,22 +13,16 @@ import keras
 from keras import layers
 
 from trainer.blocks import conv_down, to_image, upscale
-from trainer.methods.base import ConvAutoencoderConfig, check_non_negative
+from trainer.methods.base import ConvAutoencoderConfig
 from trainer.methods.vae import VariationalAutoencoder
 
 
 @dataclass(frozen=True)
 class ConvVAEConfig(ConvAutoencoderConfig):
-    """Convolutional VAE hyper-parameters: the `ae` networks' fields plus the KL weight and the
-    code-alignment weight (as the dense `vae`'s)."""
+    """Convolutional VAE hyper-parameters: the `ae` networks' fields plus the KL weight."""
 
     method: ClassVar[str] = "conv-vae"
     beta: float = 0.02
-    align_weight: float = 0.0
-
-    def validate(self) -> None:
-        super().validate()
-        check_non_negative(self, ("align_weight",))
 
 
 PRESETS = {

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
-from keras import layers, ops
+from keras import layers
 
 from faces.errors import InputError
-from faces.mask import ellipse_mask
 from trainer import losses
 from trainer.methods.ae import reconstruction_loss
-from trainer.methods.base import SwapMethod, TrainingConfig, check_non_negative, check_positive
+from trainer.methods.base import SwapMethod, TrainingConfig, check_positive
 
 
 @dataclass(frozen=True)
@@ -29,30 +28,15 @@ class VAEConfig(TrainingConfig):
     hidden: tuple[int, ...] = (256, 256)
     latent_dim: int = 128
     beta: float = 0.02
-    # What the encoder sees: "crop" (the whole crop), "face" (the face ellipse, mid grey
-    # outside), "face-normalized" (the ellipse with each face's own mean colour and spread
-    # taken out). A dense first layer separates two takes at once by background and skin
-    # colour; without them A's and B's codes may share more (docs/trainer.md).
-    encoder_input: str = "crop"
-    # Weight of the code-alignment term (0 = none): the mean and spread of A's codes in a batch
-    # pulled toward those of B's. Without it the dense encoder puts the two identities' codes
-    # in separate regions (each A code nearer other A codes than any B code by 5x), and
-    # decoder_B meets A's codes as nothing it was trained on (docs/trainer.md).
-    align_weight: float = 0.0
 
     def validate(self) -> None:
         check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
-        check_non_negative(self, ("align_weight",))
-        if self.encoder_input not in ENCODER_INPUTS:
-            raise InputError(f"encoder_input {self.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if self.size < 8:
             raise InputError(f"size {self.size} is too small for vae (at least 8)")
         if self.size * self.size * 3 * self.hidden[0] > 200_000_000:
             raise InputError(f"size {self.size} makes the dense vae's first layer "
                              f"{self.size * self.size * 3 * self.hidden[0]:,} weights; use a smaller size")
 
-
-ENCODER_INPUTS = ("crop", "face", "face-normalized")
 
 PRESETS = {
     "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
@@ -65,28 +49,13 @@ PRESETS = {
 def build_dense_encoder(cfg: VAEConfig) -> keras.Model:
     """Face (S,S,3) -> (mu, logvar), each (latent_dim,)."""
     face = keras.Input((cfg.size, cfg.size, 3), name="face")
-    x = layers.Flatten(dtype=cfg.dtype_policy)(encoder_view(face, cfg))
+    x = layers.Flatten(dtype=cfg.dtype_policy)(face)
     for h in cfg.hidden:
         x = layers.Dense(h, dtype=cfg.dtype_policy)(x)
         x = layers.LeakyReLU(0.1, dtype=cfg.dtype_policy)(x)
     mu = layers.Dense(cfg.latent_dim, dtype="float32", name="mu")(x)
     logvar = layers.Dense(cfg.latent_dim, dtype="float32", name="logvar")(x)
     return keras.Model(face, [mu, logvar], name="encoder")
-
-
-def encoder_view(face, cfg: VAEConfig):
-    """The part of the face the encoder sees (`cfg.encoder_input`), as symbolic ops so the
-    exported swap graph holds them too."""
-    if cfg.encoder_input == "crop":
-        return face
-    mask = ellipse_mask(cfg.size, feather=0.1, rx=0.36, ry=0.44)[None, :, :, None]
-    if cfg.encoder_input == "face-normalized":
-        # Standardise each face's colour inside the ellipse (weighted mean and spread per channel).
-        area = float(mask.sum())
-        mean = ops.sum(face * mask, axis=(1, 2), keepdims=True) / area
-        spread = ops.sqrt(ops.sum(ops.square(face - mean) * mask, axis=(1, 2), keepdims=True) / area + 1e-4)
-        face = 0.5 + 0.25 * (face - mean) / spread
-    return face * mask + 0.5 * (1.0 - mask)
 
 
 def build_dense_decoder(cfg: VAEConfig, name: str) -> keras.Model:
@@ -138,7 +107,6 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.kl_tracker = keras.metrics.Mean(name="kl")
-        self.gap_tracker = keras.metrics.Mean(name="code_gap")
         self.built = True
 
     @staticmethod
@@ -149,7 +117,7 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.l1_tracker, self.kl_tracker, self.gap_tracker]
+        return [self.loss_tracker, self.l1_tracker, self.kl_tracker]
 
     def networks(self):
         return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b}
@@ -162,7 +130,7 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
         cfg = self.config
         pixels = float(cfg.size * cfg.size * 3)
         with tf.GradientTape() as tape:
-            total, l1s, kls, mus = 0.0, [], [], []
+            total, l1s, kls = 0.0, [], []
             for side, decoder in (("a", self.decoder_a), ("b", self.decoder_b)):
                 mu, logvar = self.encoder(data[f"warped_{side}"], training=True)
                 rec = decoder(self.sample(mu, logvar), training=True)
@@ -171,14 +139,9 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
                 total += rec_loss + cfg.beta * kl / pixels
                 l1s.append(l1)
                 kls.append(kl)
-                mus.append(mu)
-            gap = losses.moment_gap(*mus)
-            if cfg.align_weight:
-                total += cfg.align_weight * gap
             scaled = total * self.replica_scale()
         self.apply_loss("vae", tape, scaled)
         self.loss_tracker.update_state(total)
         self.l1_tracker.update_state((l1s[0] + l1s[1]) / 2)
         self.kl_tracker.update_state((kls[0] + kls[1]) / 2)
-        self.gap_tracker.update_state(gap)
         return self.metric_logs()
