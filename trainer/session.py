@@ -133,8 +133,8 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
 def _resumed_config(req: TrainRequest) -> RunConfig:
     cfg = read_config(req.out)
     if req.settings:
-        raise InputError("--set applies to a new run: a resumed run keeps the model and augment sections of its "
-                         "config.yaml (its checkpoints have those networks)")
+        raise InputError("--set applies to a new run: a resumed run keeps the model and augment "
+                         "sections of its config.yaml (its checkpoints were trained with them)")
     given = {"--method": (req.method, cfg.method), "--size": (req.size, cfg.model.size),
              "--preset": (req.preset, cfg.preset),
              "--a": (req.a and os.path.abspath(req.a), cfg.data.a),
