@@ -120,6 +120,32 @@ def test_polarity_term_pulls_the_codes_of_a_face_and_its_negative_together(faces
     assert np.isfinite(gap).all() and gap[-2:].mean() < gap[0], gap
 
 
+def test_edge_input_reads_a_face_and_its_negative_alike():
+    """`vae` with encoder_input="edges" (its presets): the encoder sees the Sobel gradient
+    magnitude, so a face and its negative get the same code while the thesis' "crop" input
+    tells them apart; an unknown input is refused."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from trainer.blocks import edge_magnitude
+
+    faces = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    grey = tf.reduce_sum(faces * tf.constant([0.114, 0.587, 0.299]), axis=-1, keepdims=True)
+    sobel = tf.image.sobel_edges(grey)[..., 0, :]
+    expected = np.sqrt(np.sum(np.square(sobel.numpy()), axis=-1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(np.asarray(edge_magnitude(faces)), expected, atol=1e-5)
+    cfg = preset_config("vae", "tiny")
+    assert preset_config("vae", "cpu").encoder_input == "edges" == cfg.encoder_input
+    with pytest.raises(InputError, match="encoder_input"):
+        dataclasses.replace(cfg, encoder_input="pixels").validate()
+    for encoder_input, same in (("edges", True), ("crop", False)):
+        method = build_method("vae", dataclasses.replace(cfg, encoder_input=encoder_input), seed=0)
+        mu, _ = method.encoder(faces)
+        mu_negative, _ = method.encoder(1.0 - faces)
+        assert np.allclose(mu, mu_negative, atol=1e-4) == same, encoder_input
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_loss_falls_for_every_method(name, faces):
     """A few steps at 32 px: mean L1 of the last ten steps well below the first five's."""

@@ -1,14 +1,21 @@
 """Network building blocks shared by the method builders.
 
 Only layers that tf2onnx converts cleanly: Conv2D, Conv2DTranspose, Dense, Reshape, Flatten,
-LeakyReLU, Activation, GroupNormalization, Add, and pixel shuffle via `ops.depth_to_space`.
+LeakyReLU, Activation, GroupNormalization, Add, pixel shuffle via `ops.depth_to_space`, and a
+fixed Sobel convolution after a reflecting pad (`edge_magnitude`).
 Every builder takes the dtype policy explicitly ("float32" or "mixed_bfloat16"); there is no
 global mixed-precision switch.
 """
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
+
+GREY_BGR = np.array([0.114, 0.587, 0.299], np.float32)  # faces are BGR crops (OpenCV order)
+# Sobel x and y kernels as one (3, 3, 1, 2) convolution kernel.
+SOBEL = np.stack([np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32),
+                  np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], np.float32)], axis=-1)[:, :, None, :]
 
 
 def conv_down(x, filters: int, dtype: str, kernel: int = 5, name: str | None = None):
@@ -22,6 +29,16 @@ def upscale(x, filters: int, dtype: str, name: str | None = None):
     x = layers.Conv2D(filters * 4, 3, padding="same", dtype=dtype, name=name)(x)
     x = layers.LeakyReLU(0.1, dtype=dtype)(x)
     return ops.depth_to_space(x, 2)
+
+
+def edge_magnitude(face):
+    """Grey-level Sobel gradient magnitude (S, S, 1) of a float32 face batch in 0..1: where the
+    image changes, not which way. An opening mouth adds edges on a light face and on a dark one
+    alike, while its brightness change can run opposite ways (docs/trainer.md, "The dense VAE")."""
+    grey = ops.sum(face * GREY_BGR, axis=-1, keepdims=True)
+    grey = ops.pad(grey, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+    gradients = ops.conv(grey, SOBEL, padding="valid")
+    return ops.sqrt(ops.sum(ops.square(gradients), axis=-1, keepdims=True) + 1e-6)
 
 
 def instance_norm(dtype: str, name: str | None = None):

@@ -5,6 +5,12 @@ of a Gaussian code, z = mu + sigma * eps (reparameterisation trick), and one MLP
 identity paints the face. Loss = reconstruction (weighted L1 + DSSIM) + beta * KL, with KL summed
 over the code and divided by the number of pixel values so beta does not depend on the size.
 The swap uses mu (no sampling): decoder_B(mu(face_A)).
+
+`encoder_input` says what the encoder sees: "crop", the face itself as in the thesis, or "edges"
+(the presets), the grey-level gradient magnitude of it (`trainer.blocks.edge_magnitude`). A dense
+encoder on the crop learns A's mouth late and in another direction of the code than B's, so
+decoder B draws A's open mouth closed; on edges an opening mouth looks alike on both faces and
+the swap follows it (docs/trainer.md "The dense VAE").
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from keras import layers
 
 from faces.errors import InputError
 from trainer import losses
+from trainer.blocks import edge_magnitude
 from trainer.methods.ae import reconstruction_loss
 from trainer.methods.base import SwapMethod, TrainingConfig, check_positive
 
@@ -28,9 +35,12 @@ class VAEConfig(TrainingConfig):
     hidden: tuple[int, ...] = (256, 256)
     latent_dim: int = 128
     beta: float = 0.02
+    encoder_input: str = "crop"  # "crop" (the thesis; runs from before the option) or "edges"
 
     def validate(self) -> None:
         check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
+        if self.encoder_input not in ENCODER_INPUTS:
+            raise InputError(f"encoder_input {self.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if self.size < 8:
             raise InputError(f"size {self.size} is too small for vae (at least 8)")
         if self.size * self.size * 3 * self.hidden[0] > 200_000_000:
@@ -38,18 +48,21 @@ class VAEConfig(TrainingConfig):
                              f"{self.size * self.size * 3 * self.hidden[0]:,} weights; use a smaller size")
 
 
+ENCODER_INPUTS = ("crop", "edges")
+
 PRESETS = {
-    "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
-    "cpu": VAEConfig(learning_rate=5e-4),
+    "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3, encoder_input="edges"),
+    "cpu": VAEConfig(learning_rate=5e-4, encoder_input="edges"),
     "gpu": VAEConfig(size=128, hidden=(1024, 512), latent_dim=256, learning_rate=1e-4,
-                     dtype_policy="mixed_bfloat16"),
+                     dtype_policy="mixed_bfloat16", encoder_input="edges"),
 }
 
 
 def build_dense_encoder(cfg: VAEConfig) -> keras.Model:
     """Face (S,S,3) -> (mu, logvar), each (latent_dim,)."""
     face = keras.Input((cfg.size, cfg.size, 3), name="face")
-    x = layers.Flatten(dtype=cfg.dtype_policy)(face)
+    view = edge_magnitude(face) if cfg.encoder_input == "edges" else face
+    x = layers.Flatten(dtype=cfg.dtype_policy)(view)
     for h in cfg.hidden:
         x = layers.Dense(h, dtype=cfg.dtype_policy)(x)
         x = layers.LeakyReLU(0.1, dtype=cfg.dtype_policy)(x)
