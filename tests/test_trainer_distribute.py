@@ -36,20 +36,25 @@ MIRRORED_SCRIPT = textwrap.dedent('''
 
     # One step on two replicas equals one step on one device with the same batch: the
     # per-replica losses are scaled so that summed gradients give the global-batch mean.
+    # Plain SGD for this check: Adam's first steps move every weight by about lr * sign(g), so
+    # a gradient near zero that rounds differently on two replicas (summation order) would
+    # move its weight by up to lr either way and hide what is compared.
+    import keras
     rng = np.random.default_rng(0)
     batch = {k: rng.random((4, 32, 32, 3), dtype=np.float32)
              for k in ("warped_a", "target_a", "warped_b", "target_b")}
     ds = tf.data.Dataset.from_tensors(batch).repeat()
     single = build_method("ae", preset_config("ae", "tiny"), seed=1)
-    single.compile(single.default_optimizers())
+    single.compile({"ae": keras.optimizers.SGD(0.5)})
     with strategy.scope():
         mirrored = build_method("ae", preset_config("ae", "tiny"), seed=1)
-        mirrored.compile(mirrored.default_optimizers())
-    mirrored.set_weights(single.get_weights())
+        mirrored.compile({"ae": keras.optimizers.SGD(0.5)})
+    start = single.get_weights()
+    mirrored.set_weights(start)
     single.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
     mirrored.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
     diff = max(float(np.abs(x - y).max()) for x, y in zip(single.get_weights(), mirrored.get_weights()))
-    moved = max(float(np.abs(x).max()) for x in single.ae_optimizer.variables[2:3])
+    moved = max(float(np.abs(x - y).max()) for x, y in zip(single.get_weights(), start))
 
     results = {"weight_diff": diff, "moved": moved}
     for method in ("vae-gan",):  # the autoencoder path is the equivalence check above
@@ -74,8 +79,8 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
     proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, a, b, str(tmp_path / "runs")],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     res = _result(proc)
-    assert res["moved"] > 0
-    assert res["weight_diff"] < 1e-5, res
+    assert res["moved"] > 1e-3, res
+    assert res["weight_diff"] < 1e-3 * res["moved"], res
     for method in ("vae-gan",):
         assert res[method] == {"replicas": 2, "step": 4, "loaded_step": 4}, res
 
