@@ -128,10 +128,10 @@ def test_edge_input_reads_a_face_and_its_negative_alike():
 
     import tensorflow as tf
 
-    from trainer.blocks import edge_magnitude
+    from trainer.blocks import GREY_BGR, edge_magnitude
 
     faces = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
-    grey = tf.reduce_sum(faces * tf.constant([0.114, 0.587, 0.299]), axis=-1, keepdims=True)
+    grey = tf.reduce_sum(faces * GREY_BGR, axis=-1, keepdims=True)
     sobel = tf.image.sobel_edges(grey)[..., 0, :]
     expected = np.sqrt(np.sum(np.square(sobel.numpy()), axis=-1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(np.asarray(edge_magnitude(faces)), expected, atol=1e-5)

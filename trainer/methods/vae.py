@@ -43,12 +43,13 @@ class VAEConfig(TrainingConfig):
             raise InputError(f"encoder_input {self.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if self.size < 8:
             raise InputError(f"size {self.size} is too small for vae (at least 8)")
-        if self.size * self.size * 3 * self.hidden[0] > 200_000_000:
+        weights = self.size * self.size * ENCODER_INPUTS[self.encoder_input] * self.hidden[0]
+        if weights > 200_000_000:
             raise InputError(f"size {self.size} makes the dense vae's first layer "
-                             f"{self.size * self.size * 3 * self.hidden[0]:,} weights; use a smaller size")
+                             f"{weights:,} weights; use a smaller size")
 
 
-ENCODER_INPUTS = ("crop", "edges")
+ENCODER_INPUTS = {"crop": 3, "edges": 1}  # what the encoder may see: its channels
 
 PRESETS = {
     "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3, encoder_input="edges"),
