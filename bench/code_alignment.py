@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from faces.faceset import load_faceset  # noqa: E402
-from trainer.data import resize_faces  # noqa: E402
-from trainer.evaluate import code_alignment  # noqa: E402
+from swapstream.faces.faceset import load_faceset
+from swapstream.trainer.data import resize_faces
+from swapstream.trainer.evaluate import code_alignment
 
 
 def codes_of(method, faces: np.ndarray) -> np.ndarray:
@@ -51,7 +48,7 @@ def main() -> int:
     parser.add_argument("b")
     parser.add_argument("--json", help="write the table as JSON here too")
     args = parser.parse_args()
-    from trainer.runs import load_run
+    from swapstream.trainer.runs import load_run
 
     method = load_run(args.run)
     size = method.config.size

@@ -65,12 +65,11 @@ def build_model(size: int = SIZE, filters=(128, 256, 512, 1024), latent: int = 1
 # --- child side ---------------------------------------------------------------------------------
 
 def _child(variant: str, out_dir: str) -> dict:
-    sys.path.insert(0, ROOT)
     t0 = time.perf_counter()
     model = build_model()
     import numpy as np
 
-    from exporter.parity import compare, keras_outputs, onnx_outputs, parity_faces
+    from swapstream.exporter.parity import compare, keras_outputs, onnx_outputs, parity_faces
 
     faces, _ = parity_faces(SIZE)
     build_s = time.perf_counter() - t0
@@ -81,7 +80,7 @@ def _child(variant: str, out_dir: str) -> dict:
         info["keras_16_faces_s"] = time.perf_counter() - t
         return info
     if variant == "swapstream":
-        from exporter.export import ExportSpec, export_model
+        from swapstream.exporter.export import ExportSpec, export_model
 
         t = time.perf_counter()
         result = export_model(model, out_dir, ExportSpec("ae", "a2b", SIZE, 0.2), log=lambda m: None)
@@ -104,7 +103,7 @@ def _child(variant: str, out_dir: str) -> dict:
         del proto
         info["export_s"] = time.perf_counter() - t
         info["stages_s"] = {"convert": convert_s}
-        from server.session import make_session
+        from swapstream.server.session import make_session
 
         session, provider = make_session(path, "cpu")
         actual = onnx_outputs(session, session.get_inputs()[0].name, None, faces, batch=8)
@@ -120,7 +119,7 @@ def _child(variant: str, out_dir: str) -> dict:
 
 def _ort_latency(path: str, np) -> dict:
     """Median onnxruntime CPU latency (ms) per call at batch 1 and 8."""
-    from server.session import make_session
+    from swapstream.server.session import make_session
 
     session, _ = make_session(path, "cpu")
     name = session.get_inputs()[0].name

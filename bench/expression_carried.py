@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from faces.faceset import load_faceset  # noqa: E402
-from trainer import evaluate as ev  # noqa: E402
-from trainer.data import resize_faces  # noqa: E402
+from swapstream.faces.faceset import load_faceset
+from swapstream.trainer import evaluate as ev
+from swapstream.trainer.data import resize_faces
 
 
 def outputs_of(method, faces: np.ndarray) -> dict[str, np.ndarray]:
@@ -62,7 +59,7 @@ def main() -> int:
     parser.add_argument("--json", help="write the table as JSON here too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the judge (default 0)")
     args = parser.parse_args()
-    from trainer.runs import load_run
+    from swapstream.trainer.runs import load_run
 
     method = load_run(args.run)
     size = method.config.size

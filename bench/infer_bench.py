@@ -14,12 +14,8 @@ The four are timed round-robin (one call each, repeated) so background load hits
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def _median_ms(fns: dict, repeats: int) -> dict[str, float]:
@@ -43,10 +39,10 @@ def bench_method(name: str, preset: str, repeats: int, size: int | None) -> dict
     import onnxruntime as ort
     import tensorflow as tf
 
-    from exporter.convert import convert_keras
-    from exporter.fp16 import to_fp16
-    from exporter.parity import compare, keras_outputs, onnx_outputs, parity_faces
-    from trainer.methods import build_method, preset_config
+    from swapstream.exporter.convert import convert_keras
+    from swapstream.exporter.fp16 import to_fp16
+    from swapstream.exporter.parity import compare, keras_outputs, onnx_outputs, parity_faces
+    from swapstream.trainer.methods import build_method, preset_config
 
     cfg = preset_config(name, preset, size=size)
     model = build_method(name, cfg).inference_model("a2b")
@@ -85,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="override the preset's image size")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
-    from trainer.methods import METHODS
+    from swapstream.trainer.methods import METHODS
 
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     print("| method | px | params | convert s | parity fp32 | parity fp16 | ms/face b1: eager / tf.function / "

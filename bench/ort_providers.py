@@ -17,16 +17,13 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 
 def time_folder(folder: str, devices: list[str], batches: list[int], repeats: int) -> list[dict]:
     """Rows (model, precision, device, provider, batch, ms per call, ms per face, faces/s)."""
     import numpy as np
 
-    from server.manifest import load_manifest
-    from server.session import make_session
+    from swapstream.server.manifest import load_manifest
+    from swapstream.server.session import make_session
 
     manifest = load_manifest(folder)
     onnx_path = os.path.join(folder, "model.onnx")

@@ -20,12 +20,10 @@ import time
 import cv2
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from faces.detect import HaarDetector  # noqa: E402
-from faces.synth import identity_from_seed, pose_sequence, render_face  # noqa: E402
-from faces.synth_cli import parse_size  # noqa: E402
-from faces.video import VideoReader, VideoWriter  # noqa: E402
+from swapstream.faces.detect import HaarDetector
+from swapstream.faces.synth import identity_from_seed, pose_sequence, render_face
+from swapstream.faces.synth_cli import parse_size
+from swapstream.faces.video import VideoReader, VideoWriter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,17 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from clients.stream import (DEFAULT_TARGET, STAGES, USER_ERRORS, SwapClient, encode_image, percentile,
-                            windowed_replies)
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
+from swapstream.clients.stream import (
+    DEFAULT_TARGET,
+    STAGES,
+    USER_ERRORS,
+    SwapClient,
+    encode_image,
+    percentile,
+    windowed_replies,
+)
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.errors import InputError
 from swapstream.v1 import swap_pb2
 
 PROG = "swapstream bench"
@@ -32,7 +39,7 @@ Caller = Callable[[Iterator[swap_pb2.Frame]], Iterable[swap_pb2.SwappedFrame]]
 
 def synthetic_frames(count: int, size: int, seed: int = 7, quality: int = 90) -> list[bytes]:
     """`count` JPEG frames (size x size) of a moving synthetic face, deterministic."""
-    from faces.synth import pose_sequence, render_face
+    from swapstream.faces.synth import pose_sequence, render_face
 
     return [encode_image(render_face(seed, pose, (size, size)), swap_pb2.JPEG, quality)
             for pose in pose_sequence(count, seed=seed)]
@@ -124,8 +131,8 @@ def _grpc_caller_factory(target: str, token: str | None, tls_ca: str | None, mod
 
 def _in_process_caller_factory(models_dir: str, model: str, device: str):
     """The server's registry and pipeline, without gRPC."""
-    from server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
-    from server.registry import ModelRegistry
+    from swapstream.server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
+    from swapstream.server.registry import ModelRegistry
 
     registry = ModelRegistry.load(models_dir, device=device)
     loaded = registry.get(model)

@@ -11,15 +11,15 @@ import sys
 
 # Explicit registry: subcommand -> (module, one-line help). No plugin discovery.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("faces.synth_cli", "render a synthetic face video (and its ground-truth twin)"),
-    "extract": ("faces.extract", "extract a face set (.npz) from one or more videos"),
-    "train": ("trainer.cli", "train a face-swap method on two face sets"),
-    "compare": ("trainer.compare", "train every method on the same faces and rate them"),
-    "export": ("exporter.cli", "export a training run to ONNX (model.onnx + manifest.json)"),
-    "serve": ("server.cli", "serve exported models over gRPC"),
-    "stream": ("clients.stream", "stream a video file or webcam through the server"),
-    "bench": ("clients.bench", "measure swap latency and throughput"),
-    "demo": ("clients.demo", "the whole chain on synthetic faces (or --a/--b videos)"),
+    "synth": ("swapstream.faces.synth_cli", "render a synthetic face video (and its ground-truth twin)"),
+    "extract": ("swapstream.faces.extract", "extract a face set (.npz) from one or more videos"),
+    "train": ("swapstream.trainer.cli", "train a face-swap method on two face sets"),
+    "compare": ("swapstream.trainer.compare", "train every method on the same faces and rate them"),
+    "export": ("swapstream.exporter.cli", "export a training run to ONNX (model.onnx + manifest.json)"),
+    "serve": ("swapstream.server.cli", "serve exported models over gRPC"),
+    "stream": ("swapstream.clients.stream", "stream a video file or webcam through the server"),
+    "bench": ("swapstream.clients.bench", "measure swap latency and throughput"),
+    "demo": ("swapstream.clients.demo", "the whole chain on synthetic faces (or --a/--b videos)"),
 }
 
 USAGE = "usage: swapstream <command> [options]\n\ncommands:\n" + "\n".join(

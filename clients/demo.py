@@ -23,10 +23,10 @@ import time
 import cv2
 import numpy as np
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
-from faces.faceset import load_faceset
-from faces.video import VideoReader
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.errors import InputError
+from swapstream.faces.faceset import load_faceset
+from swapstream.faces.video import VideoReader
 
 # Two synthetic people of the same skin tone (different hair, brows and face shape). With a dark
 # B (identity 2) the shared code learned A's mouth backwards (A's open mouth came out closed on B);
@@ -52,7 +52,7 @@ class Stage:
         """Run one subcommand; raise with its exit code if it fails."""
         print(f"\n$ swapstream {' '.join(args)}", flush=True)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "clients.cli", *args])
+        proc = subprocess.run([sys.executable, "-m", "swapstream.clients.cli", *args])
         self.log.append((" ".join(["swapstream", *args]), time.perf_counter() - start))
         if proc.returncode != 0:
             raise RuntimeError(f"`swapstream {args[0]}` failed with exit code {proc.returncode}")
@@ -64,7 +64,7 @@ class ServerProcess:
     def __init__(self, models_dir: str, log_path: str) -> None:
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", "serve", "--models", models_dir, "--port", "0"],
+            [sys.executable, "-m", "swapstream.clients.cli", "serve", "--models", models_dir, "--port", "0"],
             stdout=subprocess.PIPE, stderr=self._log, text=True)
         self.address = self._wait_for_address()
         # keep draining stdout so the server never blocks on a full pipe

@@ -2,7 +2,7 @@
 
 Programmatic use (e.g. the demo):
 
-    from clients.stream import stream_video
+    from swapstream.clients.stream import stream_video
     summary = stream_video("a.mp4", "out/swapped.mp4", model="ae", target=f"127.0.0.1:{port}",
                            side_by_side="out/side_by_side.mp4")
     print(summary.describe())
@@ -26,9 +26,9 @@ import cv2
 import grpc
 import numpy as np
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
-from faces.video import VideoReader, VideoWriter
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.errors import InputError
+from swapstream.faces.video import VideoReader, VideoWriter
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 
 PROG = "swapstream stream"

@@ -14,9 +14,9 @@ import sys
 # TensorFlow's C++ start-up chatter is noise on a CLI; set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from exporter.folder import check_destination  # noqa: E402
-from faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli  # noqa: E402
-from faces.errors import InputError  # noqa: E402
+from swapstream.exporter.folder import check_destination  # noqa: E402
+from swapstream.faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli  # noqa: E402
+from swapstream.faces.errors import InputError  # noqa: E402
 
 PROG = "swapstream export"
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,10 +47,10 @@ def _run(argv: list[str] | None) -> int:
     if not os.path.isdir(args.run):
         raise InputError(f"run folder {args.run} does not exist")
 
-    from exporter.convert import ConversionError
-    from exporter.export import ExportSpec, ParityError, export_model
-    from exporter.runs import load_inference
-    from server.session import SessionError
+    from swapstream.exporter.convert import ConversionError
+    from swapstream.exporter.export import ExportSpec, ParityError, export_model
+    from swapstream.exporter.runs import load_inference
+    from swapstream.server.session import SessionError
 
     source = load_inference(args.run, args.direction)
     spec = ExportSpec(method=source.method, direction=args.direction, crop_size=source.size,

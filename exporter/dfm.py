@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporter.convert import INPUT_NAME, OUTPUT_NAMES, rename_tensor
+from swapstream.exporter.convert import INPUT_NAME, OUTPUT_NAMES, rename_tensor
 
 DFM_INPUT = "in_face:0"
 DFM_FACE_MASK = "out_face_mask:0"
@@ -30,7 +30,7 @@ def make_dfm(model: onnx.ModelProto, size: int) -> None:
     into a .dfm: DeepFaceLive's names, batch fixed to 1, the three outputs in DeepFaceLive's
     order. In place because the weights can be hundreds of MB: save model.onnx first.
     The face output is clipped to 0..1 (DeepFaceLive converts it to uint8 without checking)."""
-    from faces.mask import ellipse_mask
+    from swapstream.faces.mask import ellipse_mask
 
     graph = model.graph
     outputs = [o.name for o in graph.output]

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from exporter.convert import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAMES, convert_keras
-from exporter.parity import TOLERANCE, ParityResult, compare, keras_outputs, onnx_outputs, parity_faces
-from exporter.folder import check_destination, discard_staging, make_staging_folder, move_into_place
-from server.manifest import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
+from swapstream.exporter.convert import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAMES, convert_keras
+from swapstream.exporter.folder import check_destination, discard_staging, make_staging_folder, move_into_place
+from swapstream.exporter.parity import TOLERANCE, ParityResult, compare, keras_outputs, onnx_outputs, parity_faces
+from swapstream.server.manifest import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
 
 EXTERNAL_DATA_FILE = MODEL_FILE + ".data"
 
@@ -90,7 +90,7 @@ def _export_into(model, folder: str, spec: ExportSpec, name: str, log) -> Export
     proto = convert_keras(model, opset=spec.opset)
     timings["convert"] = time.perf_counter() - t0
     if spec.fp16:
-        from exporter.fp16 import to_fp16
+        from swapstream.exporter.fp16 import to_fp16
 
         t = time.perf_counter()
         proto = to_fp16(proto)
@@ -102,7 +102,7 @@ def _export_into(model, folder: str, spec: ExportSpec, name: str, log) -> Export
     save_model(proto, onnx_path)
     dfm_path = None
     if spec.dfm:
-        from exporter.dfm import make_dfm
+        from swapstream.exporter.dfm import make_dfm
 
         # Rewired in place after model.onnx is on disk: never two copies of the weights in memory.
         make_dfm(proto, spec.crop_size)
@@ -167,7 +167,7 @@ def save_model(proto: onnx.ModelProto, path: str, external_name: str | None = No
 
 
 def _check_model(path: str, spec: ExportSpec, faces, n_real, reference) -> ParityResult:
-    from server.session import make_session
+    from swapstream.server.session import make_session
 
     session, provider = make_session(path, spec.device)
     names = [o.name for o in session.get_outputs()]
@@ -178,8 +178,8 @@ def _check_model(path: str, spec: ExportSpec, faces, n_real, reference) -> Parit
 
 def _check_dfm(path: str, spec: ExportSpec, faces, n_real, reference, has_mask: bool) -> ParityResult:
     """Parity of the face output plus DeepFaceLive's contract: names, shapes, mask range."""
-    from exporter.dfm import DFM_CELEB_FACE, DFM_CELEB_MASK, DFM_FACE_MASK, DFM_INPUT, DFM_OUTPUTS
-    from server.session import make_session
+    from swapstream.exporter.dfm import DFM_CELEB_FACE, DFM_CELEB_MASK, DFM_FACE_MASK, DFM_INPUT, DFM_OUTPUTS
+    from swapstream.server.session import make_session
 
     session, provider = make_session(path, spec.device)
     got_in = [(i.name, i.shape) for i in session.get_inputs()]

@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 
 def check_destination(out_dir: str, force: bool) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 
 @dataclass
@@ -37,7 +37,7 @@ def load_inference(run_dir: str, direction: str) -> InferenceSource:
     """
     if direction not in ("a2b", "b2a"):
         raise InputError(f"direction must be a2b or b2a, got {direction!r}")
-    from trainer.runs import load_run
+    from swapstream.trainer.runs import load_run
 
     method = load_run(run_dir)
     config = method.config
@@ -54,7 +54,7 @@ def float32_inference_model(method, direction: str):
     policy = getattr(method.config, "dtype_policy", "float32")
     if policy == "float32":
         return model, ""
-    from trainer.methods import build_method
+    from swapstream.trainer.methods import build_method
 
     twin = build_method(method.method_name, dataclasses.replace(method.config, dtype_policy="float32"))
     model32 = twin.inference_model(direction)
@@ -64,7 +64,7 @@ def float32_inference_model(method, direction: str):
 
 def _source_faces(run_dir: str, set_path: str) -> np.ndarray | None:
     """The source identity's crops for the parity check, or None when the face set is gone."""
-    from faces.faceset import load_faceset
+    from swapstream.faces.faceset import load_faceset
 
     candidates = [set_path] if os.path.isabs(set_path) else [set_path, os.path.join(run_dir, set_path)]
     for path in candidates:

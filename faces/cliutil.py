@@ -5,7 +5,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from faces.blend import alpha_blend, fits_for_seamless, seamless_blend
-from faces.detect import Box
+from swapstream.faces.blend import alpha_blend, fits_for_seamless, seamless_blend
+from swapstream.faces.detect import Box
 
 
 @dataclass(frozen=True)

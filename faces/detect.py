@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from faces.errors import DetectorError
+from swapstream.faces.errors import DetectorError
 
 CASCADE_NAME = "haarcascade_frontalface_default.xml"
 

@@ -15,14 +15,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.crop import crop_face
-from faces.detect import HaarDetector
-from faces.errors import FaceSetError, InputError, VideoError
-from faces.faceset import FaceSet, save_faceset
-from faces.synth import sidecar_path
-from faces.video import VideoReader
-
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.crop import crop_face
+from swapstream.faces.detect import HaarDetector
+from swapstream.faces.errors import FaceSetError, InputError
+from swapstream.faces.faceset import FaceSet, save_faceset
+from swapstream.faces.synth import sidecar_path
+from swapstream.faces.video import VideoReader
 
 
 @dataclass

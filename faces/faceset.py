@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from faces.errors import FaceSetError
-from faces.files import publish
+from swapstream.faces.errors import FaceSetError
+from swapstream.faces.files import publish
 
 REQUIRED = ("faces", "source", "frame_index", "box")
 

@@ -19,10 +19,10 @@ from contextlib import ExitStack
 import numpy as np
 from tqdm import tqdm
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
-from faces.synth import identity_from_seed, pose_sequence, render_face, sidecar_arrays, sidecar_path
-from faces.video import FOURCC, VideoWriter
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.errors import InputError
+from swapstream.faces.synth import identity_from_seed, pose_sequence, render_face, sidecar_arrays, sidecar_path
+from swapstream.faces.video import FOURCC, VideoWriter
 
 PROG = "swapstream synth"
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from faces.errors import VideoError
-from faces.files import publish
+from swapstream.faces.errors import VideoError
+from swapstream.faces.files import publish
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 

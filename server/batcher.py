@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.manifest import Manifest
+from swapstream.server.manifest import Manifest
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ import signal
 import sys
 import threading
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
-from server.pipeline import PipelineConfig
-from server.registry import ModelRegistry
-from server.service import DEFAULT_MAX_MESSAGE_BYTES, SwapServer
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.errors import InputError
+from swapstream.server.pipeline import PipelineConfig
+from swapstream.server.registry import ModelRegistry
+from swapstream.server.service import DEFAULT_MAX_MESSAGE_BYTES, SwapServer
 
 PROG = "swapstream serve"
 

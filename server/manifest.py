@@ -38,7 +38,7 @@ import tempfile
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from faces.color import reinhard_transfer
-from faces.crop import CropTransform, crop_face, paste_back
-from faces.detect import HaarDetector
-from faces.mask import ellipse_mask
-from server.codec import FrameDecodeError, decode_frame, encode_frame
-from server.registry import LoadedModel
-from server.tracking import FaceTracker
+from swapstream.faces.color import reinhard_transfer
+from swapstream.faces.crop import CropTransform, crop_face, paste_back
+from swapstream.faces.detect import HaarDetector
+from swapstream.faces.mask import ellipse_mask
+from swapstream.server.codec import FrameDecodeError, decode_frame, encode_frame
+from swapstream.server.registry import LoadedModel
+from swapstream.server.tracking import FaceTracker
 from swapstream.v1 import swap_pb2
 
 

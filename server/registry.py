@@ -5,10 +5,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from faces.errors import InputError
-from server.batcher import InferenceBatcher
-from server.manifest import Manifest, ManifestError, check_session_io, load_manifest
-from server.session import CUDA, make_session
+from swapstream.faces.errors import InputError
+from swapstream.server.batcher import InferenceBatcher
+from swapstream.server.manifest import Manifest, ManifestError, check_session_io, load_manifest
+from swapstream.server.session import CUDA, make_session
 
 log = logging.getLogger(__name__)
 

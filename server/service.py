@@ -21,9 +21,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from faces.errors import InputError
-from server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
-from server.registry import ModelRegistry
+from swapstream.faces.errors import InputError
+from swapstream.server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
+from swapstream.server.registry import ModelRegistry
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import os
 
 import onnxruntime as ort
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 log = logging.getLogger(__name__)
 

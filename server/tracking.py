@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from faces.detect import Box, HaarDetector
+from swapstream.faces.detect import Box, HaarDetector
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 import cv2
 import numpy as np
 
-from server.manifest import new_manifest, write_manifest
+from swapstream.server.manifest import new_manifest, write_manifest
 
 
 def write_negative_model(model_dir: str, size: int = 32, margin: float = 0.2,
@@ -48,7 +48,7 @@ def write_negative_model(model_dir: str, size: int = 32, margin: float = 0.2,
 
 def face_frames(n: int, size: int = 256, seed: int = 3) -> list[np.ndarray]:
     """n BGR frames of a moving synthetic face that the Haar cascade finds."""
-    from faces.synth import pose_sequence, render_face
+    from swapstream.faces.synth import pose_sequence, render_face
 
     return [render_face(seed, pose, (size, size)) for pose in pose_sequence(n, seed=seed)]
 

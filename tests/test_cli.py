@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from clients import cli
+from swapstream.clients import cli
 
 
 def test_help_lists_every_command(capsys):
@@ -23,7 +23,7 @@ def test_unknown_command_lists_valid_ones(capsys):
 
 
 def test_console_script_runs_a_subcommand(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "clients.cli", "extract", str(tmp_path / "none.mp4"),
+    proc = subprocess.run([sys.executable, "-m", "swapstream.clients.cli", "extract", str(tmp_path / "none.mp4"),
                            "--out", str(tmp_path / "x.npz")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr

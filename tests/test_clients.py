@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from clients import bench, stream
-from faces.video import VideoReader, VideoWriter
-from server.service import run_server
+from swapstream.clients import bench, stream
+from swapstream.faces.video import VideoReader, VideoWriter
+from swapstream.server.service import run_server
 from tests.server_fixtures import face_frames, write_negative_model
 
 FPS = 12.5

@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from faces.extract import main as extract_main
-from faces.faceset import load_faceset
-from faces.synth_cli import main as synth_main
-from trainer import compare as cmp
-from trainer import evaluate as ev
+from swapstream.faces.extract import main as extract_main
+from swapstream.faces.faceset import load_faceset
+from swapstream.faces.synth_cli import main as synth_main
+from swapstream.trainer import compare as cmp
+from swapstream.trainer import evaluate as ev
 
 ID_A, ID_B = 1, 2
 FRAMES, FRAME_SIZE, CROP = 70, "128x128", 32  # 32 px: the trainer's tiny preset
@@ -128,8 +128,8 @@ def test_source_copy_scores_clearly_lower_than_the_ground_truth(comparison, judg
 
 
 def test_untrained_model_scores_clearly_lower_than_trained(report, judges):
-    from trainer.methods import build_method
-    from trainer.runs import load_run
+    from swapstream.trainer.methods import build_method
+    from swapstream.trainer.runs import load_run
 
     split_a, split_b, j = judges
     trained = load_run(str(report / "runs" / "ae"))

@@ -10,14 +10,14 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from exporter import export as export_mod  # noqa: E402
-from exporter.convert import convert_keras  # noqa: E402
-from exporter.dfm import DFM_CELEB_FACE, DFM_CELEB_MASK, DFM_FACE_MASK, DFM_INPUT  # noqa: E402
-from exporter.export import ExportSpec, ParityError, export_model  # noqa: E402
-from exporter.parity import parity_faces  # noqa: E402
-from faces.errors import InputError  # noqa: E402
-from faces.mask import ellipse_mask  # noqa: E402
-from server.manifest import load_manifest  # noqa: E402
+from swapstream.exporter import export as export_mod  # noqa: E402
+from swapstream.exporter.convert import convert_keras  # noqa: E402
+from swapstream.exporter.dfm import DFM_CELEB_FACE, DFM_CELEB_MASK, DFM_FACE_MASK, DFM_INPUT  # noqa: E402
+from swapstream.exporter.export import ExportSpec, ParityError, export_model  # noqa: E402
+from swapstream.exporter.parity import parity_faces  # noqa: E402
+from swapstream.faces.errors import InputError  # noqa: E402
+from swapstream.faces.mask import ellipse_mask  # noqa: E402
+from swapstream.server.manifest import load_manifest  # noqa: E402
 from tests.exporter_fixtures import tiny_autoencoder, tiny_generator  # noqa: E402
 
 S = 16

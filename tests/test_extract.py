@@ -2,11 +2,10 @@
 import os
 
 import numpy as np
-import pytest
 
-from faces import extract
-from faces.faceset import load_faceset
-from faces.video import VideoWriter
+from swapstream.faces import extract
+from swapstream.faces.faceset import load_faceset
+from swapstream.faces.video import VideoWriter
 
 
 def _run(argv, capsys):
@@ -47,7 +46,7 @@ def test_bad_options_exit_2(tmp_path, capsys):
 
 
 def test_extract_from_synthetic_video_keeps_expected_faces(tmp_path, capsys):
-    from faces import synth_cli
+    from swapstream.faces import synth_cli
 
     video = str(tmp_path / "a.mp4")
     assert synth_cli.main(["--identity", "3", "--frames", "40", "--out", video, "--size", "192x192", "--quiet"]) == 0

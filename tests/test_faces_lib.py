@@ -5,13 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
-from faces.blend import alpha_blend, seamless_blend
-from faces.color import reinhard_transfer
-from faces.crop import crop_face, paste_back, square_box
-from faces.detect import Box, HaarDetector, cascade_path
-from faces.errors import VideoError
-from faces.mask import ellipse_mask
-from faces.video import VideoReader, VideoWriter
+from swapstream.faces.blend import alpha_blend, seamless_blend
+from swapstream.faces.color import reinhard_transfer
+from swapstream.faces.crop import crop_face, paste_back, square_box
+from swapstream.faces.detect import Box, HaarDetector, cascade_path
+from swapstream.faces.errors import VideoError
+from swapstream.faces.mask import ellipse_mask
+from swapstream.faces.video import VideoReader, VideoWriter
 
 
 @pytest.fixture

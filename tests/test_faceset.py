@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from faces.errors import FaceSetError
-from faces.faceset import FaceSet, load_faceset, save_faceset
+from swapstream.faces.errors import FaceSetError
+from swapstream.faces.faceset import FaceSet, load_faceset, save_faceset
 
 
 def _set(n=5, size=16):

@@ -11,9 +11,10 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVING_MODULES = ["server", "server.cli", "server.service", "server.pipeline", "server.registry",
-                   "server.manifest", "server.session", "server.batcher", "server.tracking", "server.codec",
-                   "clients.cli", "clients.stream", "clients.bench"]
+SERVING_MODULES = ["swapstream.server." + m for m in
+                   ("cli", "service", "pipeline", "registry", "manifest", "session", "batcher", "tracking", "codec")]
+SERVING_MODULES += ["swapstream.server", "swapstream.clients.cli", "swapstream.clients.stream", "swapstream.clients.bench"]
+TOP_LEVEL_FOLDERS = ["faces", "trainer", "exporter", "server", "clients"]
 
 
 def _loaded_after_import(modules: list[str], watch: list[str]) -> dict:
@@ -37,7 +38,7 @@ def test_server_and_clients_do_not_import_tensorflow_keras_or_onnx():
 def test_server_cli_runs_without_tensorflow(tmp_path):
     """A bad invocation goes all the way through argument handling without TensorFlow."""
     code = ("import sys\n"
-            "from clients.cli import main\n"
+            "from swapstream.clients.cli import main\n"
             f"rc = main(['serve', '--models', {str(tmp_path / 'none')!r}])\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
             "sys.exit(rc)\n")
@@ -47,12 +48,25 @@ def test_server_cli_runs_without_tensorflow(tmp_path):
 
 
 def test_trainer_does_not_import_grpc():
-    if importlib.util.find_spec("trainer.methods") is None:
+    if importlib.util.find_spec("swapstream.trainer.methods") is None:
         pytest.skip("trainer not written yet")
-    modules = ["trainer", "trainer.methods"]
-    for optional in ("trainer.cli", "trainer.runs", "trainer.compare"):
-        if os.path.isfile(os.path.join(ROOT, *optional.split(".")) + ".py"):
+    modules = ["swapstream.trainer", "swapstream.trainer.methods"]
+    for optional in ("swapstream.trainer.cli", "swapstream.trainer.runs", "swapstream.trainer.compare"):
+        if importlib.util.find_spec(optional) is not None:
             modules.append(optional)
     loaded = _loaded_after_import(modules, ["grpc", "tensorflow"])
     assert loaded["tensorflow"], "trainer should have loaded TensorFlow (is the check looking at the right thing?)"
     assert not loaded["grpc"], loaded
+
+
+def test_one_package_name_is_installed(tmp_path):
+    """The top-level folders install as subpackages of `swapstream`, never as `trainer` or `server`."""
+    code = ("import importlib.util, json\n"
+            f"print(json.dumps({{n: importlib.util.find_spec(n) is not None for n in {TOP_LEVEL_FOLDERS!r}}}))\n"
+            "import swapstream.trainer, swapstream.server, swapstream.faces, swapstream.exporter, swapstream.clients\n")
+    # From a folder outside the checkout, so only what is installed can be found.
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not any(found.values()), f"top-level packages installed: {[n for n, f in found.items() if f]}"

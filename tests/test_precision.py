@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-import trainer.precision as precision
-from faces.errors import InputError
-from trainer.session import TrainRequest, _new_config
+import swapstream.trainer.precision as precision
+from swapstream.faces.errors import InputError
+from swapstream.trainer.session import TrainRequest, _new_config
 
 
 def _cpuinfo(tmp_path, flags: str) -> str:
@@ -53,8 +53,8 @@ def test_new_cpu_runs_choose_their_precision_and_tiny_runs_keep_float32(monkeypa
 
 def test_measure_times_a_method_in_each_precision(tmp_path, capsys):
     pytest.importorskip("keras")
+    from swapstream.trainer.measure import main as measure
     from tests.trainer_fixtures import make_pair
-    from trainer.measure import main as measure
 
     a, b = make_pair(tmp_path, count=8, size=32)
     out = tmp_path / "rows.json"

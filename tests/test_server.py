@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from faces.crop import square_box
-from faces.detect import Box
-from server.service import run_server
+from swapstream.faces.crop import square_box
+from swapstream.faces.detect import Box
+from swapstream.server.service import run_server
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 from tests.server_fixtures import face_frames, jpeg, unjpeg, write_negative_model
 
@@ -198,7 +198,7 @@ def test_cancelled_client_frees_its_stream_slot(models_dir, frames):
 def test_sigterm_answers_frames_in_flight_and_exits_0(models_dir, frames, tmp_path):
     log = open(tmp_path / "serve.log", "w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--models", models_dir, "--port", "0",
+        [sys.executable, "-m", "swapstream.clients.cli", "serve", "--models", models_dir, "--port", "0",
          "--device", "cpu", "--grace", "10"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     try:
@@ -321,7 +321,7 @@ def test_stream_options_blend_and_colour_transfer(server, frames):
 
 
 def test_a_busy_port_is_an_error_not_a_shared_port(models_dir):
-    from faces.errors import InputError
+    from swapstream.faces.errors import InputError
 
     with run_server(models_dir, 0, device="cpu") as port:
         with pytest.raises(InputError, match="cannot listen"):

@@ -10,13 +10,13 @@ import shutil
 import numpy as np
 import pytest
 
-from faces.detect import HaarDetector
-from faces.errors import InputError
-from server.batcher import InferenceBatcher
-from server.manifest import ManifestError, load_manifest, new_manifest, write_manifest
-from server.registry import ModelRegistry
-from server.session import SessionError, make_session
-from server.tracking import FaceTracker
+from swapstream.faces.detect import HaarDetector
+from swapstream.faces.errors import InputError
+from swapstream.server.batcher import InferenceBatcher
+from swapstream.server.manifest import ManifestError, load_manifest, new_manifest, write_manifest
+from swapstream.server.registry import ModelRegistry
+from swapstream.server.session import SessionError, make_session
+from swapstream.server.tracking import FaceTracker
 from tests.server_fixtures import face_frames, write_negative_model
 
 
@@ -110,7 +110,7 @@ def test_registry_skips_broken_models_by_name(good_model, tmp_path, caplog):
     _edit(_copy(good_model, str(root / "hashless")), onnx_sha256="f" * 64)
     os.makedirs(root / "empty")
     (root / "notes.txt").write_text("not a model")
-    with caplog.at_level(logging.ERROR, logger="server.registry"):
+    with caplog.at_level(logging.ERROR, logger="swapstream.server.registry"):
         registry = ModelRegistry.load(str(root), device="cpu")
     try:
         assert registry.names() == ["good"]

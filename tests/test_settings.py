@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from faces.errors import InputError
-from trainer.methods import preset_config
-from trainer.settings import apply_settings, parse_assignments
+from swapstream.faces.errors import InputError
+from swapstream.trainer.methods import preset_config
+from swapstream.trainer.settings import apply_settings, parse_assignments
 
 
 def test_values_are_parsed_as_the_type_the_field_has():
@@ -45,8 +45,8 @@ def test_an_assignment_needs_key_and_value(item):
 
 
 def test_the_demos_network_is_a_narrower_cpu_ae():
-    from clients.demo import DEMO_NETWORK
-    from trainer.methods import build_method
+    from swapstream.clients.demo import DEMO_NETWORK
+    from swapstream.trainer.methods import build_method
 
     preset = preset_config("ae", "cpu")
     narrow = apply_settings(preset, parse_assignments(list(DEMO_NETWORK)))
@@ -55,8 +55,8 @@ def test_the_demos_network_is_a_narrower_cpu_ae():
 
 
 def test_augment_keys_change_the_augmentation_and_are_checked():
-    from trainer.data import AugmentConfig
-    from trainer.settings import split_section
+    from swapstream.trainer.data import AugmentConfig
+    from swapstream.trainer.settings import split_section
 
     pairs = parse_assignments(["augment.rotation_deg=0", "latent_dim=64", "augment.flip=false"])
     augment, model = split_section(pairs, "augment")

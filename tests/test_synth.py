@@ -7,11 +7,20 @@ import cv2
 import numpy as np
 import pytest
 
-from faces import synth
-from faces.detect import HaarDetector
-from faces.synth import (POSE_FIELDS, Pose, identity_from_seed, load_sidecar, pose_from_vector, pose_sequence,
-                         pose_to_vector, render_face, sidecar_path)
-from faces.synth_cli import main as synth_main
+from swapstream.faces import synth
+from swapstream.faces.detect import HaarDetector
+from swapstream.faces.synth import (
+    POSE_FIELDS,
+    Pose,
+    identity_from_seed,
+    load_sidecar,
+    pose_from_vector,
+    pose_sequence,
+    pose_to_vector,
+    render_face,
+    sidecar_path,
+)
+from swapstream.faces.synth_cli import main as synth_main
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +171,7 @@ def test_cli_writes_video_truth_and_sidecars(tmp_path, detector):
 
 
 def test_cli_through_the_swapstream_dispatcher(tmp_path):
-    from clients.cli import main as swapstream
+    from swapstream.clients.cli import main as swapstream
     out = tmp_path / "x.mp4"
     assert swapstream(["synth", "--identity", "0", "--frames", "3", "--out", str(out), "--quiet"]) == 0
     assert len(_read_video(out)[0]) == 3
@@ -207,7 +216,7 @@ def test_cli_failure_mid_render_leaves_nothing(tmp_path, monkeypatch, capsys):
             raise RuntimeError("renderer broke")
         return real(ident, pose, size)
 
-    monkeypatch.setattr("faces.synth_cli.render_face", failing)
+    monkeypatch.setattr("swapstream.faces.synth_cli.render_face", failing)
     argv = ["--identity", "1", "--frames", "10", "--out", str(tmp_path / "a.mp4"),
             "--truth-identity", "2", "--truth-out", str(tmp_path / "b.mp4"), "--quiet"]
     with pytest.raises(RuntimeError):

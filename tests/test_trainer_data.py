@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from faces.errors import InputError  # noqa: E402
+from swapstream.faces.errors import InputError  # noqa: E402
+from swapstream.trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces  # noqa: E402
 from tests.trainer_fixtures import make_pair, synthetic_faces, write_face_set  # noqa: E402
-from trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces  # noqa: E402
 
 KEYS = ("warped_a", "target_a", "warped_b", "target_b")
 

@@ -25,10 +25,10 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
     import tensorflow as tf
-    from trainer.distribute import make_strategy
-    from trainer.methods import build_method, preset_config
-    from trainer.runs import load_run
-    from trainer.session import TrainRequest, train_run
+    from swapstream.trainer.distribute import make_strategy
+    from swapstream.trainer.methods import build_method, preset_config
+    from swapstream.trainer.runs import load_run
+    from swapstream.trainer.session import TrainRequest, train_run
 
     a, b, out = sys.argv[1:4]
     strategy = make_strategy("mirrored", logical_cpus=2)
@@ -99,7 +99,7 @@ def test_multiworker_with_two_processes_on_loopback(tmp_path):
     for index in range(2):
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                               "task": {"type": "worker", "index": index}}))
-        cmd = [sys.executable, "-m", "clients.cli", "train", "--method", "ae", "--preset", "tiny",
+        cmd = [sys.executable, "-m", "swapstream.clients.cli", "train", "--method", "ae", "--preset", "tiny",
                "--a", a, "--b", b, "--out", str(out), "--steps", "4", "--checkpoint-every", "2",
                "--distribute", "multiworker", "--no-progress"]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -121,7 +121,7 @@ def test_multiworker_with_two_processes_on_loopback(tmp_path):
 
 
 def test_multiworker_needs_tf_config_and_steps(tmp_path, capsys):
-    from trainer.cli import main
+    from swapstream.trainer.cli import main
 
     a, b = make_pair(tmp_path, count=4, size=32)
     env_backup = os.environ.pop("TF_CONFIG", None)

@@ -6,10 +6,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from faces.errors import InputError  # noqa: E402
+from swapstream.faces.errors import InputError  # noqa: E402
+from swapstream.trainer.data import AugmentConfig, make_dataset  # noqa: E402
+from swapstream.trainer.methods import METHODS, build_method, get_method, preset_config  # noqa: E402
 from tests.trainer_fixtures import synthetic_faces  # noqa: E402
-from trainer.data import AugmentConfig, make_dataset  # noqa: E402
-from trainer.methods import METHODS, build_method, get_method, preset_config  # noqa: E402
 
 ALL = ["ae", "vae", "conv-vae", "vae-gan", "cyclegan"]
 
@@ -106,7 +106,7 @@ def test_polarity_term_pulls_the_codes_of_a_face_and_its_negative_together(faces
 
     import tensorflow as tf
 
-    from trainer.methods.ae import polarity_gap
+    from swapstream.trainer.methods.ae import polarity_gap
 
     code = tf.random.normal((4, 8, 8, 16), seed=1)
     assert float(polarity_gap(code, code)) == 0.0
@@ -128,7 +128,7 @@ def test_edge_input_reads_a_face_and_its_negative_alike():
 
     import tensorflow as tf
 
-    from trainer.blocks import GREY_BGR, edge_magnitude
+    from swapstream.trainer.blocks import GREY_BGR, edge_magnitude
 
     faces = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
     grey = tf.reduce_sum(faces * GREY_BGR, axis=-1, keepdims=True)
@@ -160,7 +160,7 @@ def test_loss_falls_for_every_method(name, faces):
 
 
 def test_expression_weight_raises_the_loss_weight_on_eyes_and_mouth_only():
-    from trainer.losses import FEATURE_REGIONS, face_weight_map
+    from swapstream.trainer.losses import FEATURE_REGIONS, face_weight_map
 
     plain, weighted = face_weight_map(64, 3.0)[..., 0], face_weight_map(64, 3.0, 10.0)[..., 0]
     for cx, cy, _, _ in FEATURE_REGIONS:  # eyes and mouth: ten times the face weight

@@ -17,10 +17,10 @@ import yaml
 
 keras = pytest.importorskip("keras")
 
-from faces.errors import InputError  # noqa: E402
+from swapstream.faces.errors import InputError  # noqa: E402
+from swapstream.trainer.cli import main  # noqa: E402
+from swapstream.trainer.runs import load_run  # noqa: E402
 from tests.trainer_fixtures import make_pair, synthetic_faces, write_face_set  # noqa: E402
-from trainer.cli import main  # noqa: E402
-from trainer.runs import load_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,7 +101,7 @@ def test_load_run_gives_the_latest_weights_and_optimizer_state(ae_run):
 
 def test_resume_after_sigkill_continues_step_and_optimizer_state(tmp_path, sets):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "clients.cli", "train", "--method", "ae", "--preset", "tiny",
+    cmd = [sys.executable, "-m", "swapstream.clients.cli", "train", "--method", "ae", "--preset", "tiny",
            "--a", sets[0], "--b", sets[1], "--out", str(out), "--steps", "100000",
            "--checkpoint-every", "5", "--preview-every", "1000", "--no-progress"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -294,9 +294,9 @@ def _collapsing_session(tmp_path, sets, target_steps: int):
     """A tiny `ae` (compiled), its face pair, a session plan, and a callback that pushes the
     decoders' output layers into saturation at step 40 (what an oversized step does: the loss
     jumps and stays up without any NaN), the first time the run passes step 40 only."""
-    from trainer.data import load_face_pair
-    from trainer.loop import SessionPlan
-    from trainer.methods import build_method, preset_config
+    from swapstream.trainer.data import load_face_pair
+    from swapstream.trainer.loop import SessionPlan
+    from swapstream.trainer.methods import build_method, preset_config
 
     class SaturateOutputs(keras.callbacks.Callback):
         fired = False
@@ -319,9 +319,9 @@ def _collapsing_session(tmp_path, sets, target_steps: int):
 
 def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(tmp_path, sets):
     """Real training of the tiny `ae`, saturated at step 40: the guard stops it."""
-    from trainer.checkpoints import TrainingDiverged, latest_checkpoint
-    from trainer.data import AugmentConfig, make_dataset
-    from trainer.loop import run_session
+    from swapstream.trainer.checkpoints import TrainingDiverged, latest_checkpoint
+    from swapstream.trainer.data import AugmentConfig, make_dataset
+    from swapstream.trainer.loop import run_session
 
     pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=120)
     dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0)
@@ -335,9 +335,9 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
 def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path, sets):
     """The same collapse at step 40, once: with one retry the run goes back to step 40's
     checkpoint, halves the learning rate and trains on to its step target."""
-    from trainer.checkpoints import latest_checkpoint
-    from trainer.data import AugmentConfig, make_dataset
-    from trainer.loop import run_with_retries
+    from swapstream.trainer.checkpoints import latest_checkpoint
+    from swapstream.trainer.data import AugmentConfig, make_dataset
+    from swapstream.trainer.loop import run_with_retries
 
     pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=80)
     seeds = []

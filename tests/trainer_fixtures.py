@@ -4,8 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from faces.faceset import FaceSet, save_faceset
-from faces.synth import pose_sequence, render_face
+from swapstream.faces.faceset import FaceSet, save_faceset
+from swapstream.faces.synth import pose_sequence, render_face
 
 
 def synthetic_faces(identity: int, count: int, size: int = 32, seed: int = 0) -> np.ndarray:

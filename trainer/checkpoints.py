@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from faces.errors import InputError
-from trainer.atomic import write_json
+from swapstream.faces.errors import InputError
+from swapstream.trainer.atomic import write_json
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "index.json"

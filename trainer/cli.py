@@ -19,10 +19,9 @@ import argparse
 import os
 import sys
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
-from trainer.precision import CHOICES
-from trainer.settings import parse_assignments
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.trainer.precision import CHOICES
+from swapstream.trainer.settings import parse_assignments
 
 PROG = "swapstream train"
 
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args) -> int:
     import tensorflow as tf
 
-    from trainer.session import TrainRequest, train_run
+    from swapstream.trainer.session import TrainRequest, train_run
 
     # Grappler's remapper gives up on the training graphs (Conv+BiasAdd+LeakyReLU whose output
     # the gradient also reads) and logs a C++ error line each time; the graph is the same

@@ -6,7 +6,7 @@
 
 The face sets are split into a training part and held-out faces (runs of consecutive frames,
 spread over each clip). Every method trains on the training part in its own process
-(`python -m clients.cli train ...`, so one method's TensorFlow state cannot leak into the next),
+(`python -m swapstream.clients.cli train ...`, so one method's TensorFlow state cannot leak into the next),
 then each trained model swaps the held-out faces and is judged:
 
 - identity: a small A-versus-B classifier (trained on the training part; its own held-out
@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from faces.cliutil import ArgumentParser, run_cli
-from faces.errors import InputError
-from faces.faceset import FaceSet, load_faceset, save_faceset
-from trainer import evaluate as ev
-from trainer.atomic import write_bytes
+from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.errors import InputError
+from swapstream.faces.faceset import FaceSet, load_faceset, save_faceset
+from swapstream.trainer import evaluate as ev
+from swapstream.trainer.atomic import write_bytes
 
 PROG = "swapstream compare"
 ALL_METHODS = ("ae", "vae", "conv-vae", "vae-gan", "cyclegan")  # the registry's names, in thesis order
@@ -175,7 +175,7 @@ class Budget:
 def train_command(method: str, run_dir: str, a: str, b: str, budget: Budget, preset: str,
                   size: int | None, batch: int | None, resume: bool) -> list[str]:
     """The `swapstream train` command line for one method (run with this Python)."""
-    cmd = [sys.executable, "-m", "clients.cli", "train", "--method", method, "--a", a, "--b", b,
+    cmd = [sys.executable, "-m", "swapstream.clients.cli", "train", "--method", method, "--a", a, "--b", b,
            "--out", run_dir, "--preset", preset, *budget.args()]
     if size:
         cmd += ["--size", str(size)]
@@ -192,7 +192,7 @@ def run_finished(run_dir: str) -> bool:
 
 def check_run_matches(run_dir: str, method: str, split_a: Split, split_b: Split) -> None:
     """Refuse to reuse a run of another method or trained on other face sets."""
-    from trainer.runs import read_run_config
+    from swapstream.trainer.runs import read_run_config
 
     cfg = read_run_config(run_dir)
     if cfg.method != method:
@@ -336,7 +336,7 @@ def preservation_of(result: dict, truth: dict | None) -> float:
 
 def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, split_b: Split) -> dict:
     """Load a finished run, swap the held-out faces both ways, judge them, time inference."""
-    from trainer.runs import load_run
+    from swapstream.trainer.runs import load_run
 
     model = load_run(run_dir)
     size = int(model.config.size)
@@ -456,7 +456,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     else:
         lines.append("- Expression/pose preservation proxy (no ground truth): HOG structure RSA over face, eyes "
                      "and mouth (trainer/evaluate.py `structure_rsa`; docs/compare.md says why).")
-    lines += [f"- Timings were measured on a shared 2-core CPU while other jobs ran: compare them "
+    lines += ["- Timings were measured on a shared 2-core CPU while other jobs ran: compare them "
               "within this table only.", ""]
     head = ["method", "score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
     if synthetic:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import yaml
 
-from faces.errors import InputError
-from trainer.data import AugmentConfig
-from trainer.methods import config_class
+from swapstream.faces.errors import InputError
+from swapstream.trainer.data import AugmentConfig
+from swapstream.trainer.methods import config_class
 
 CONFIG_FILE = "config.yaml"
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")

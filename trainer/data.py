@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from faces.errors import InputError
-from faces.faceset import FaceSet, load_faceset
+from swapstream.faces.errors import InputError
+from swapstream.faces.faceset import FaceSet, load_faceset
 
 
 @dataclass(frozen=True)

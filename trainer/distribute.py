@@ -13,7 +13,7 @@ import os
 
 import tensorflow as tf
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 
 def split_cpu(logical_cpus: int) -> None:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from faces.crop import crop_face
-from faces.detect import Box
-from faces.errors import InputError
-from faces.faceset import FaceSet
-from faces.mask import ellipse_mask
-from faces.video import VideoReader
+from swapstream.faces.crop import crop_face
+from swapstream.faces.detect import Box
+from swapstream.faces.errors import InputError
+from swapstream.faces.faceset import FaceSet
+from swapstream.faces.mask import ellipse_mask
+from swapstream.faces.video import VideoReader
 
 PSNR_CAP_DB = 100.0  # PSNR of identical images is infinite; capped so it stays a JSON number
 
@@ -359,7 +359,7 @@ def identity_of(face_set: FaceSet) -> int:
 
 def _frame_size(video: str) -> tuple[int, int]:
     """(width, height) of a synth video: from its sidecar if it records it, else the video header."""
-    from faces.synth import sidecar_path
+    from swapstream.faces.synth import sidecar_path
 
     sidecar = sidecar_path(video)
     if os.path.isfile(sidecar):
@@ -385,7 +385,7 @@ def ground_truth_faces(face_set: FaceSet, target_identity: int,
     cut with the face's stored crop box (already square and grown by the margin), resized to the
     set's size -- exactly how extract cut the source face.
     """
-    from faces.synth import pose_from_vector, render_face, identity_from_seed
+    from swapstream.faces.synth import identity_from_seed, pose_from_vector, render_face
 
     if not is_synthetic(face_set):
         raise InputError("face set has no render parameters (it does not come from `swapstream synth`)")

@@ -20,8 +20,8 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
-from trainer import checkpoints, preview
-from trainer.checkpoints import TrainingDiverged
+from swapstream.trainer import checkpoints, preview
+from swapstream.trainer.checkpoints import TrainingDiverged
 
 PREVIEW_DIR = "previews"
 LOG_DIR = "logs"

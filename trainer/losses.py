@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-
 # Where the eyes (brows included) and the mouth sit in a crop cut by `extract` (Haar box plus
 # margin), as centre x, centre y, half-width, half-height in fractions of the side. Read off
 # the mean faces of the synthetic and the real face sets (docs/trainer.md).

@@ -1,6 +1,6 @@
 """Measure each method's training cost: parameters, images/s, time per step, input-pipeline cost.
 
-    python -m trainer.measure --a SET_A.npz --b SET_B.npz [--preset cpu] [--methods all|m1,m2]
+    python -m swapstream.trainer.measure --a SET_A.npz --b SET_B.npz [--preset cpu] [--methods all|m1,m2]
                               [--steps 10] [--rounds 5] [--precision auto|float32|mixed_bfloat16[,...]]
                               [--json OUT.json]
 
@@ -23,10 +23,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
-from trainer.methods import METHODS, build_method, preset_config  # noqa: E402
-from trainer.precision import resolve_precision  # noqa: E402
-from trainer.session import BATCH_OVERRIDES, TRAIN_DEFAULTS  # noqa: E402
+from swapstream.trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
+from swapstream.trainer.methods import METHODS, build_method, preset_config  # noqa: E402
+from swapstream.trainer.precision import resolve_precision  # noqa: E402
+from swapstream.trainer.session import BATCH_OVERRIDES, TRAIN_DEFAULTS  # noqa: E402
 
 
 def _timed_fit(method, dataset, steps: int) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainer.measure", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m swapstream.trainer.measure", description=__doc__.split("\n")[0])
     p.add_argument("--a", required=True)
     p.add_argument("--b", required=True)
     p.add_argument("--preset", default="cpu")

@@ -8,7 +8,7 @@ slower, so a CPU run only uses it where the processor says it has them.
 """
 from __future__ import annotations
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 POLICIES = ("float32", "mixed_bfloat16")
 CHOICES = ("auto", *POLICIES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from trainer.atomic import write_bytes
+from swapstream.trainer.atomic import write_bytes
 
 ROW_LABELS = ("A", "A->B", "B", "B->A")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 
-from faces.errors import InputError
-from trainer import checkpoints
-from trainer.config import RunConfig, read_config
-from trainer.methods import SwapMethod, build_method
+from swapstream.faces.errors import InputError
+from swapstream.trainer import checkpoints
+from swapstream.trainer.config import RunConfig, read_config
+from swapstream.trainer.methods import SwapMethod, build_method
 
 
 def read_run_config(run_dir: str) -> RunConfig:

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from faces.errors import InputError
-from trainer import checkpoints
-from trainer.atomic import write_bytes, write_json, write_yaml
-from trainer.checkpoints import TrainingDiverged
-from trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, to_dict
-from trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces
-from trainer.distribute import is_chief, make_strategy
-from trainer.loop import SessionPlan, run_with_retries
-from trainer.methods import build_method, preset_config
-from trainer.precision import resolve_precision
-from trainer.settings import apply_settings, split_section
+from swapstream.faces.errors import InputError
+from swapstream.trainer import checkpoints
+from swapstream.trainer.atomic import write_bytes, write_json, write_yaml
+from swapstream.trainer.checkpoints import TrainingDiverged
+from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, to_dict
+from swapstream.trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces
+from swapstream.trainer.distribute import is_chief, make_strategy
+from swapstream.trainer.loop import SessionPlan, run_with_retries
+from swapstream.trainer.methods import build_method, preset_config
+from swapstream.trainer.precision import resolve_precision
+from swapstream.trainer.settings import apply_settings, split_section
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FACES = 6

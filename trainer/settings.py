@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from faces.errors import InputError
+from swapstream.faces.errors import InputError
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 # Fields with a flag of their own that does more than set the field.

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 from types import ModuleType
 
-from faces.errors import InputError
-from trainer.methods import ae, conv_vae, cyclegan, vae, vae_gan
-from trainer.methods.base import DIRECTIONS, SwapMethod
+from swapstream.faces.errors import InputError
+from swapstream.trainer.methods import ae, conv_vae, cyclegan, vae, vae_gan
+from swapstream.trainer.methods.base import DIRECTIONS, SwapMethod
 
 # name -> (method class, module holding its Config and PRESETS)
 METHODS: dict[str, tuple[type[SwapMethod], ModuleType]] = {

@@ -14,9 +14,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from trainer import losses
-from trainer.blocks import conv_down, to_image, upscale
-from trainer.methods.base import ConvAutoencoderConfig, SwapMethod
+from swapstream.trainer import losses
+from swapstream.trainer.blocks import conv_down, to_image, upscale
+from swapstream.trainer.methods.base import ConvAutoencoderConfig, SwapMethod
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import ClassVar
 import keras
 import tensorflow as tf
 
-from faces.errors import InputError
-from trainer.blocks import count_params
+from swapstream.faces.errors import InputError
+from swapstream.trainer.blocks import count_params
 
 DIRECTIONS = ("a2b", "b2a")
 

@@ -12,9 +12,9 @@ from typing import ClassVar
 import keras
 from keras import layers
 
-from trainer.blocks import conv_down, to_image, upscale
-from trainer.methods.base import ConvAutoencoderConfig
-from trainer.methods.vae import VariationalAutoencoder
+from swapstream.trainer.blocks import conv_down, to_image, upscale
+from swapstream.trainer.methods.base import ConvAutoencoderConfig
+from swapstream.trainer.methods.vae import VariationalAutoencoder
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from trainer import losses
-from trainer.blocks import instance_norm, resnet_block
-from trainer.methods.base import SwapMethod, check_non_negative, check_positive, check_size_multiple
+from swapstream.trainer import losses
+from swapstream.trainer.blocks import instance_norm, resnet_block
+from swapstream.trainer.methods.base import SwapMethod, check_non_negative, check_positive, check_size_multiple
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from faces.errors import InputError
-from trainer import losses
-from trainer.blocks import edge_magnitude
-from trainer.methods.ae import reconstruction_loss
-from trainer.methods.base import SwapMethod, TrainingConfig, check_positive
+from swapstream.faces.errors import InputError
+from swapstream.trainer import losses
+from swapstream.trainer.blocks import edge_magnitude
+from swapstream.trainer.methods.ae import reconstruction_loss
+from swapstream.trainer.methods.base import SwapMethod, TrainingConfig, check_positive
 
 
 @dataclass(frozen=True)

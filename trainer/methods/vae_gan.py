@@ -21,13 +21,13 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from faces.errors import InputError
-from trainer import losses
-from trainer.blocks import conv_down
-from trainer.methods.ae import reconstruction_loss
-from trainer.methods.base import ConvAutoencoderConfig, SwapMethod, check_positive, check_size_multiple
-from trainer.methods.conv_vae import build_conv_decoder, build_conv_encoder
-from trainer.methods.vae import MeanCodeSwap
+from swapstream.faces.errors import InputError
+from swapstream.trainer import losses
+from swapstream.trainer.blocks import conv_down
+from swapstream.trainer.methods.ae import reconstruction_loss
+from swapstream.trainer.methods.base import ConvAutoencoderConfig, SwapMethod, check_positive, check_size_multiple
+from swapstream.trainer.methods.conv_vae import build_conv_decoder, build_conv_encoder
+from swapstream.trainer.methods.vae import MeanCodeSwap
 
 
 @dataclass(frozen=True)
