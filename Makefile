@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO := protos/swapstream/v1/swap.proto
 
-.PHONY: setup demo test stubs clean
+.PHONY: setup demo test lint stubs clean
 
 setup: $(STAMP) stubs
 
@@ -26,6 +26,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The linter's rules live in pyproject.toml ([tool.ruff]); .ci/run runs this before the tests.
+lint: setup
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
