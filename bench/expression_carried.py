@@ -25,6 +25,7 @@ import json
 import numpy as np
 
 from swapstream.faces.faceset import load_faceset
+from swapstream.faces.files import write_png
 from swapstream.trainer import evaluate as ev
 from swapstream.trainer.data import resize_faces
 
@@ -47,7 +48,7 @@ def write_sheet(path: str, columns: list[np.ndarray], picks: list[int], tile: in
 
     rows = [np.hstack([cv2.resize((c[i] * 255).clip(0, 255).astype(np.uint8), (tile, tile),
                                   interpolation=cv2.INTER_NEAREST) for c in columns]) for i in picks]
-    cv2.imwrite(path, np.vstack(rows))
+    write_png(path, np.vstack(rows))
 
 
 def main() -> int:

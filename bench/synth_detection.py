@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from swapstream.faces.detect import HaarDetector
+from swapstream.faces.files import write_png
 from swapstream.faces.synth import identity_from_seed, pose_sequence, render_face
 from swapstream.faces.synth_cli import parse_size
 from swapstream.faces.video import VideoReader, VideoWriter
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for ident_seed, img in rows:
             per.setdefault(ident_seed, []).append(img)
         sheet = np.vstack([np.hstack(imgs) for imgs in per.values()])
-        cv2.imwrite(args.sheet, sheet)
+        write_png(args.sheet, sheet)
         print(f"contact sheet: {args.sheet}")
     return 0
 

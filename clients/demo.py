@@ -11,7 +11,6 @@ imports nothing heavy (no TensorFlow in the client).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ import numpy as np
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.faces.faceset import load_faceset
+from swapstream.faces.files import write_json, write_png
 from swapstream.faces.video import VideoReader
 
 # Two synthetic people of the same skin tone (different hair, brows and face shape). With a dark
@@ -103,7 +103,7 @@ def contact_sheet(face_sets: dict[str, str], path: str, per_row: int = 12, rows:
         tiles += [np.zeros((tile, tile, 3), np.uint8)] * (per_row * rows - len(tiles))
         grid = np.vstack([np.hstack(tiles[r * per_row:(r + 1) * per_row]) for r in range(rows)])
         bands += [_label_bar(f"{label}: {len(faces)} faces ({os.path.basename(fs_path)})", grid.shape[1]), grid]
-    cv2.imwrite(path, np.vstack(bands))
+    write_png(path, np.vstack(bands))
 
 
 def _label_bar(text: str, width: int) -> np.ndarray:
@@ -121,7 +121,7 @@ def preview(videos: dict[str, str], path: str, picks: int = 4, tile: int = 256) 
         rows.append(np.hstack([cv2.resize(frames[label][i], (tile, tile), interpolation=cv2.INTER_AREA)
                                for label in videos]))
     header = np.hstack([_label_bar(label, tile) for label in videos])
-    cv2.imwrite(path, np.vstack([header, *rows]))
+    write_png(path, np.vstack([header, *rows]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         took = time.perf_counter() - start
         summary = {"seconds": round(took, 1), "stages": [{"command": c, "seconds": round(s, 1)} for c, s in stage.log],
                    "outputs": sorted(os.listdir(out))}
-        with open(os.path.join(out, "demo.json"), "w") as fh:
-            json.dump(summary, fh, indent=2)
+        write_json(os.path.join(out, "demo.json"), summary)
         print(f"\ndemo finished in {took:.0f} s. In {out}/: swapped.mp4, side_by_side.mp4, preview.png, "
               f"faces.png, latency.md, latency.json, demo.json")
         for command, seconds in stage.log:

@@ -15,13 +15,12 @@ Optional, present when the faces came from `swapstream synth` videos (ground tru
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from swapstream.faces.errors import FaceSetError
-from swapstream.faces.files import publish
+from swapstream.faces.files import atomic_path
 
 REQUIRED = ("faces", "source", "frame_index", "box")
 
@@ -64,17 +63,8 @@ def save_faceset(path: str, fs: FaceSet) -> None:
         "margin": np.float64(fs.margin),
         **fs.extra,
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".faceset-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def load_faceset(path: str, min_faces: int = 1) -> FaceSet:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 from contextlib import ExitStack
 
 import numpy as np
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
+from swapstream.faces.files import atomic_path
 from swapstream.faces.synth import identity_from_seed, pose_sequence, render_face, sidecar_arrays, sidecar_path
 from swapstream.faces.video import FOURCC, VideoWriter
 
@@ -64,19 +64,6 @@ def _check_output(path: str) -> None:
         raise InputError(f"output folder {folder} is not writable")
 
 
-def _write_sidecar_tmp(video: str, arrays: dict) -> str:
-    """Write the sidecar to a temporary file beside its video; return the temporary path."""
-    fd, tmp = tempfile.mkstemp(prefix=".synth-", suffix=".npz", dir=os.path.dirname(os.path.abspath(video)))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the sidecar is renamed into place later
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
-
-
 def synthesize(jobs: list[tuple[int, str]], frames: int, seed: int, size: tuple[int, int], fps: float,
                progress: bool = True) -> None:
     """Render the same motion (seed) once per (identity, video path) job, with sidecars.
@@ -86,8 +73,10 @@ def synthesize(jobs: list[tuple[int, str]], frames: int, seed: int, size: tuple[
     """
     poses = pose_sequence(frames, seed=seed, fps=fps)
     identities = [identity_from_seed(ident) for ident, _ in jobs]
-    tmp_sidecars: list[str] = []
-    try:
+    # The sidecars' temporary files are opened first so they are published last: after the
+    # videos they describe.
+    with ExitStack() as sidecars:
+        sidecar_tmps = [sidecars.enter_context(atomic_path(sidecar_path(path), suffix=".npz")) for _, path in jobs]
         with ExitStack() as stack:
             try:
                 writers = [stack.enter_context(VideoWriter(path, fps, size)) for _, path in jobs]
@@ -99,16 +88,8 @@ def synthesize(jobs: list[tuple[int, str]], frames: int, seed: int, size: tuple[
                 for ident, writer in zip(identities, writers):
                     writer.write(render_face(ident, pose, size))
                 bar.update(1)
-            for ident, path in jobs:
-                tmp_sidecars.append(_write_sidecar_tmp(path, sidecar_arrays(ident, poses, size, fps, seed)))
-        # The writers have renamed their videos into place; now the sidecars follow.
-        for (_, path), tmp in zip(jobs, tmp_sidecars):
-            os.replace(tmp, sidecar_path(path))
-        tmp_sidecars = []
-    finally:
-        for tmp in tmp_sidecars:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for (ident, _), tmp in zip(jobs, sidecar_tmps):
+                np.savez(tmp, **sidecar_arrays(ident, poses, size, fps, seed))
 
 
 def _body(argv: list[str] | None) -> int:

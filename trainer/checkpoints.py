@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from swapstream.faces.errors import InputError
-from swapstream.trainer.atomic import write_json
+from swapstream.faces.files import TMP_PREFIX, atomic_path, write_json
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "index.json"
@@ -95,19 +95,11 @@ def save_checkpoint(method, run_dir: str, keep: int, chief: bool = True) -> dict
         return None
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     os.makedirs(folder, exist_ok=True)
-    final = os.path.join(folder, name)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{name}")  # Keras wants the .weights.h5 suffix
-    try:
+    with atomic_path(os.path.join(folder, name), suffix=".weights.h5") as tmp:  # Keras wants the suffix
         method.save_weights(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
         meta = {"step": step, "file": name, "bytes": os.path.getsize(tmp), "sha256": _sha256(tmp),
                 "method": method.method_name, "fingerprint": weights_fingerprint(method),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.replace(tmp, final)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     entries = [e for e in read_index(run_dir) if e["step"] != step] + [meta]
     entries.sort(key=lambda e: e["step"])
     kept, dropped = entries[-keep:], entries[:-keep]
@@ -118,7 +110,7 @@ def save_checkpoint(method, run_dir: str, keep: int, chief: bool = True) -> dict
             _remove(os.path.join(folder, e["file"]))
     # Leftovers of a process killed mid-save (temporary files, files never indexed).
     for leftover in os.listdir(folder):
-        if leftover.startswith(".tmp-") or (leftover.endswith(".weights.h5") and leftover not in keep_files):
+        if leftover.startswith(TMP_PREFIX) or (leftover.endswith(".weights.h5") and leftover not in keep_files):
             _remove(os.path.join(folder, leftover))
     return meta
 

@@ -35,8 +35,8 @@ import numpy as np
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.faces.faceset import FaceSet, load_faceset, save_faceset
+from swapstream.faces.files import write_png, write_text
 from swapstream.trainer import evaluate as ev
-from swapstream.trainer.atomic import write_bytes
 
 PROG = "swapstream compare"
 ALL_METHODS = ("ae", "vae", "conv-vae", "vae-gan", "cyclegan")  # the registry's names, in thesis order
@@ -501,7 +501,7 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     lines += ["", "## Grid", "", "![grid](grid.png)", "",
               "Rows: held-out faces of A (swapped A->B), then of B (swapped B->A). Columns: the source"
               + (", the ground truth" if synthetic else "") + ", then each method's swap.", ""]
-    write_bytes(path, "\n".join(lines).encode("utf-8"))
+    write_text(path, "\n".join(lines))
 
 
 def make_grid(src_a: np.ndarray, src_b: np.ndarray, columns: list[tuple[str, np.ndarray, np.ndarray]],
@@ -536,13 +536,6 @@ def make_grid(src_a: np.ndarray, src_b: np.ndarray, columns: list[tuple[str, np.
 def pick_rows(n: int, rows: int) -> np.ndarray:
     """`rows` indices spread evenly over n held-out faces."""
     return np.unique(np.linspace(0, n - 1, min(rows, n)).round().astype(int))
-
-
-def _atomic_png(path: str, image: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    write_bytes(path, buf.tobytes())
 
 
 def _jsonable(obj):
@@ -639,8 +632,8 @@ def compare(args) -> Comparison:
         columns.append(("truth", judges.truth_ab[ra], judges.truth_ba[rb]))
     for method, r in results.items():
         columns.append((method, r["swaps"]["a2b"][ra], r["swaps"]["b2a"][rb]))
-    _atomic_png(os.path.join(out, "grid.png"),
-                make_grid(split_a.test.faces[ra], split_b.test.faces[rb], columns))
+    write_png(os.path.join(out, "grid.png"),
+              make_grid(split_a.test.faces[ra], split_b.test.faces[rb], columns))
 
     info = {
         "set_a": args.a, "set_b": args.b,
@@ -659,7 +652,7 @@ def compare(args) -> Comparison:
     metrics = {"info": info, "methods": results, "references": references, "ranking": ranking,
                "failed": failed,
                "held_out": {"a": split_a.test_idx.tolist(), "b": split_b.test_idx.tolist()}}
-    write_bytes(os.path.join(out, "metrics.json"), json.dumps(_jsonable(metrics), indent=2).encode("utf-8"))
+    write_text(os.path.join(out, "metrics.json"), json.dumps(_jsonable(metrics), indent=2))
     write_report(os.path.join(out, "report.md"), info, results, references, ranking, failed)
     for row in ranking:
         print(f"{row['place']}. {row['method']}: score {row['score']:.3f} "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import yaml
 
 from swapstream.faces.errors import InputError
+from swapstream.faces.files import write_text
 from swapstream.trainer.data import AugmentConfig
 from swapstream.trainer.methods import config_class
 
@@ -117,6 +118,12 @@ def from_dict(d: dict, where: str = CONFIG_FILE) -> RunConfig:
                      _build(TrainConfig, d["train"], f"{where} train"),
                      _build(DataConfig, d["data"], f"{where} data"),
                      _build(AugmentConfig, d["augment"], f"{where} augment"))
+
+
+def write_config(run_dir: str, cfg: RunConfig) -> None:
+    """Atomically write RUN/config.yaml (block style, keys in the dataclasses' order)."""
+    write_text(os.path.join(run_dir, CONFIG_FILE),
+               yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False))
 
 
 def read_config(run_dir: str) -> RunConfig:

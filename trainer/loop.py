@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
+from swapstream.faces.files import write_png
 from swapstream.trainer import checkpoints, preview
 from swapstream.trainer.checkpoints import TrainingDiverged
 
@@ -170,8 +171,8 @@ class Previewer(keras.callbacks.Callback):
         scale = max(1, 128 // self.faces_a.shape[1])  # small crops are shown enlarged
         grid = preview.preview_grid(self.model, self.faces_a, self.faces_b, scale=scale)
         step = self.model.step
-        preview.write_png(os.path.join(self.folder, f"step-{step:08d}.png"), grid)
-        preview.write_png(os.path.join(self.folder, "preview.png"), grid)
+        write_png(os.path.join(self.folder, f"step-{step:08d}.png"), grid)
+        write_png(os.path.join(self.folder, "preview.png"), grid)
         self.last = step
 
     def on_train_batch_end(self, batch, logs=None):

@@ -1,10 +1,8 @@
-"""Preview grids: rows A, A->B, B, B->A (one column per fixed preview face), written as PNG."""
+"""Preview grids: rows A, A->B, B, B->A (one column per fixed preview face)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from swapstream.trainer.atomic import write_bytes
 
 ROW_LABELS = ("A", "A->B", "B", "B->A")
 
@@ -45,11 +43,3 @@ def grid_image(rows: list[np.ndarray], labels: tuple[str, ...], scale: int = 1) 
                     cv2.LINE_AA)
         out_rows.append(np.concatenate([strip] + tiles, axis=1))
     return np.concatenate(out_rows, axis=0)
-
-
-def write_png(path: str, image: np.ndarray) -> None:
-    """Atomically write a uint8 BGR image as PNG."""
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    write_bytes(path, buf.tobytes())

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from swapstream.faces.errors import InputError
+from swapstream.faces.files import write_bytes, write_json
 from swapstream.trainer import checkpoints
-from swapstream.trainer.atomic import write_bytes, write_json, write_yaml
 from swapstream.trainer.checkpoints import TrainingDiverged
-from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, to_dict
+from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, write_config
 from swapstream.trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces
 from swapstream.trainer.distribute import is_chief, make_strategy
 from swapstream.trainer.loop import SessionPlan, run_with_retries
@@ -214,7 +214,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
             with open(config_path, "rb") as fh:
                 previous_config = fh.read()
         os.makedirs(req.out, exist_ok=True)
-        write_yaml(config_path, to_dict(cfg))
+        write_config(req.out, cfg)
 
     def dataset_for(step: int, attempt: int) -> tf.data.Dataset:
         # Seeded by the start step (a resumed run does not replay its batches) and the attempt
@@ -237,7 +237,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         raise
     if result.retries and chief:  # a resumed run goes on at the learning rate that worked
         cfg = dataclasses.replace(cfg, model=scaled_learning_rates(cfg.model, result.retries[-1]["learning_rate_scale"]))
-        write_yaml(config_path, to_dict(cfg))
+        write_config(req.out, cfg)
     summary = {
         "method": cfg.method, "preset": cfg.preset, "size": cfg.model.size,
         "training_seconds": round(_earlier_seconds(req) + result.seconds, 2),
