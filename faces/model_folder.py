@@ -1,5 +1,8 @@
 """The model-folder contract between exporter and server: MODEL/model.onnx + MODEL/manifest.json.
 
+A neutral module (no TensorFlow, no gRPC) that both sides import: the exporter writes model
+folders with `new_manifest` + `write_manifest`, the server reads them with `load_manifest`.
+
 The manifest says what the ONNX graph expects and how its faces were cut out in training, so
 the server can crop, normalise and blend without knowing anything about Keras:
 
@@ -34,11 +37,11 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from swapstream.faces.errors import InputError
+from swapstream.faces.files import write_text
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -147,18 +150,8 @@ def new_manifest(
 def write_manifest(model_dir: str, manifest: Manifest) -> str:
     """Validate the fields and write MODEL_DIR/manifest.json atomically; return its path."""
     _check_fields(manifest, model_dir)
-    os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, MANIFEST_FILE)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=model_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest.to_dict(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return path
 
 

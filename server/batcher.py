@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from swapstream.server.manifest import Manifest
+from swapstream.faces.model_folder import Manifest
 
 
 @dataclass(frozen=True)

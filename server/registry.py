@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 
 from swapstream.faces.errors import InputError
+from swapstream.faces.model_folder import Manifest, ManifestError, check_session_io, load_manifest
 from swapstream.server.batcher import InferenceBatcher
-from swapstream.server.manifest import Manifest, ManifestError, check_session_io, load_manifest
 from swapstream.server.session import CUDA, make_session
 
 log = logging.getLogger(__name__)

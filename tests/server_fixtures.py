@@ -12,7 +12,7 @@ import os
 import cv2
 import numpy as np
 
-from swapstream.server.manifest import new_manifest, write_manifest
+from swapstream.faces.model_folder import new_manifest, write_manifest
 
 
 def write_negative_model(model_dir: str, size: int = 32, margin: float = 0.2,
@@ -84,7 +84,8 @@ def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
     def weight(name, shape, fan_in):
         inits.append(numpy_helper.from_array(
             (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32), name))
-        inits.append(numpy_helper.from_array(np.zeros(shape[0] if len(shape) == 4 else shape[1], np.float32), name + "_b"))
+        bias = np.zeros(shape[0] if len(shape) == 4 else shape[1], np.float32)
+        inits.append(numpy_helper.from_array(bias, name + "_b"))
 
     def conv(x, name, c_in, c_out, k, stride, act=True):
         weight(name, (c_out, c_in, k, k), c_in * k * k)

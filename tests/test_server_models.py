@@ -6,14 +6,15 @@ import json
 import logging
 import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
 
 from swapstream.faces.detect import HaarDetector
 from swapstream.faces.errors import InputError
+from swapstream.faces.model_folder import ManifestError, load_manifest, new_manifest, write_manifest
 from swapstream.server.batcher import InferenceBatcher
-from swapstream.server.manifest import ManifestError, load_manifest, new_manifest, write_manifest
 from swapstream.server.registry import ModelRegistry
 from swapstream.server.session import SessionError, make_session
 from swapstream.server.tracking import FaceTracker
@@ -101,7 +102,9 @@ def test_write_manifest_refuses_inconsistent_fields(good_model, tmp_path):
         write_manifest(model, replace(m, crop_size=48))
     write_manifest(model, m)
     assert load_manifest(model).direction == "b2a"
-    assert not [p for p in os.listdir(model) if p.startswith(".manifest-")]  # no temp file left
+    assert not [p for p in os.listdir(model) if p.startswith((".manifest-", ".tmp-"))]  # no temp file left
+    # Readable by a server running as another user, whatever the umask.
+    assert stat.S_IMODE(os.stat(os.path.join(model, "manifest.json")).st_mode) == 0o644
 
 
 def test_registry_skips_broken_models_by_name(good_model, tmp_path, caplog):
