@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("swapstream.trainer.cli", "train a face-swap method on two face sets"),
     "compare": ("swapstream.trainer.compare", "train every method on the same faces and rate them"),
     "export": ("swapstream.exporter.cli", "export a training run to ONNX (model.onnx + manifest.json)"),
+    "triton": ("swapstream.exporter.triton", "write a Triton model-repository entry for an exported model folder"),
     "serve": ("swapstream.server.cli", "serve exported models over gRPC"),
     "stream": ("swapstream.clients.stream", "stream a video file or webcam through the server"),
     "bench": ("swapstream.clients.bench", "measure swap latency and throughput"),
