@@ -22,7 +22,7 @@ def time_folder(folder: str, devices: list[str], batches: list[int], repeats: in
     """Rows (model, precision, device, provider, batch, ms per call, ms per face, faces/s)."""
     import numpy as np
 
-    from swapstream.server.manifest import load_manifest
+    from swapstream.faces.model_folder import load_manifest
     from swapstream.server.session import make_session
 
     manifest = load_manifest(folder)
