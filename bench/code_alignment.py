@@ -7,8 +7,7 @@ face's pose parameters. For every parameter (mouth_open, smile, blink, yaw, ...)
 regression from the encoder's code to the parameter is fitted on B's faces and applied to A's:
 the correlation with A's true values says whether decoder B will read A's code the way it reads
 B's own ("transfer r"). Near +1: shared code, the swap can follow A. Near 0: A's code means
-nothing to decoder B. Near -1: the code runs the opposite way for A (found for yaw and mouth
-before `invert_input`; docs/trainer.md "Expression"). "within-A r" is the same probe fitted on
+nothing to decoder B. Near -1: the code runs the opposite way for A. "within-A r" is the same probe fitted on
 one half of A and tested on the other: how well the code holds the parameter at all.
 
 Methods with a shared encoder: `ae` (its dense code), `vae`, `conv-vae`, `vae-gan` (the mean).

@@ -52,18 +52,6 @@ def test_no_augmentation_gives_the_faces_themselves(faces):
         np.testing.assert_allclose(batch["warped_a"][i], expected, atol=1e-5)
 
 
-def test_inverted_inputs_are_negatives_of_their_targets(faces):
-    invert = AugmentConfig(rotation_deg=0, zoom=0, shift=0, warp=0, flip=False, color_jitter=0.03,
-                           invert_input=0.5)
-    batch = _first(make_dataset(*faces, batch_size=12, augment=invert, seed=2))
-    for side in "ab":
-        warped, target = batch[f"warped_{side}"], batch[f"target_{side}"]
-        negative = [np.allclose(w, 1.0 - t, atol=1e-5) for w, t in zip(warped, target)]
-        same = [np.array_equal(w, t) for w, t in zip(warped, target)]
-        # Each input is its target or the target's negative, and both occur.
-        assert all(n or s for n, s in zip(negative, same)) and any(negative) and any(same)
-
-
 def test_flip_mirrors_both_input_and_target(faces):
     flip_only = AugmentConfig(rotation_deg=0, zoom=0, shift=0, warp=0, flip=True, color_jitter=0)
     single = faces[0][:1].repeat(16, 0)

@@ -100,32 +100,9 @@ def test_mixed_precision_trains_and_exports_float32(faces):
     assert model.inputs[0].dtype == "float32" and model.outputs[0].dtype == "float32"
 
 
-def test_polarity_term_pulls_the_codes_of_a_face_and_its_negative_together(faces):
-    """`ae` with polarity_weight: the gap metric is logged and falls; it ignores code scale."""
-    import dataclasses
-
-    import tensorflow as tf
-
-    from swapstream.trainer.methods.ae import polarity_gap
-
-    code = tf.random.normal((4, 8, 8, 16), seed=1)
-    assert float(polarity_gap(code, code)) == 0.0
-    other = tf.random.normal((4, 8, 8, 16), seed=2)
-    assert float(polarity_gap(0.1 * code, 0.1 * other)) == pytest.approx(float(polarity_gap(code, other)), rel=1e-3)
-    keras.utils.set_random_seed(0)
-    method = build_method("ae", dataclasses.replace(preset_config("ae", "tiny"), polarity_weight=1.0), seed=0)
-    method.compile(method.default_optimizers())
-    dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
-    gap = np.asarray(method.fit(dataset, epochs=6, steps_per_epoch=5, verbose=0, shuffle=False).history["polarity"])
-    assert np.isfinite(gap).all() and gap[-2:].mean() < gap[0], gap
-
-
-def test_edge_input_reads_a_face_and_its_negative_alike():
-    """`vae` with encoder_input="edges" (its presets): the encoder sees the Sobel gradient
-    magnitude, so a face and its negative get the same code while the thesis' "crop" input
-    tells them apart; an unknown input is refused."""
-    import dataclasses
-
+def test_the_dense_vae_reads_a_face_and_its_negative_alike():
+    """`vae`'s encoder sees the Sobel gradient magnitude of the face, so a face and its negative
+    get the same code."""
     import tensorflow as tf
 
     from swapstream.trainer.blocks import GREY_BGR, edge_magnitude
@@ -135,15 +112,10 @@ def test_edge_input_reads_a_face_and_its_negative_alike():
     sobel = tf.image.sobel_edges(grey)[..., 0, :]
     expected = np.sqrt(np.sum(np.square(sobel.numpy()), axis=-1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(np.asarray(edge_magnitude(faces)), expected, atol=1e-5)
-    cfg = preset_config("vae", "tiny")
-    assert preset_config("vae", "cpu").encoder_input == "edges" == cfg.encoder_input
-    with pytest.raises(InputError, match="encoder_input"):
-        dataclasses.replace(cfg, encoder_input="pixels").validate()
-    for encoder_input, same in (("edges", True), ("crop", False)):
-        method = build_method("vae", dataclasses.replace(cfg, encoder_input=encoder_input), seed=0)
-        mu, _ = method.encoder(faces)
-        mu_negative, _ = method.encoder(1.0 - faces)
-        assert np.allclose(mu, mu_negative, atol=1e-4) == same, encoder_input
+    method = build_method("vae", preset_config("vae", "tiny"), seed=0)
+    mu, _ = method.encoder(faces)
+    mu_negative, _ = method.encoder(1.0 - faces)
+    assert np.allclose(mu, mu_negative, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -170,24 +142,3 @@ def test_expression_weight_raises_the_loss_weight_on_eyes_and_mouth_only():
     for x, y in ((12, 48), (32, 8), (2, 2), (50, 56)):
         assert weighted[y, x] == pytest.approx(plain[y, x])
     assert face_weight_map(64, 3.0, 1.0).tolist() == plain[..., None].tolist()
-
-
-def test_cycle_noise_perturbs_only_the_cycle_pass_and_still_trains(faces):
-    """CycleGAN's `cycle_noise`: the cycle pass sees the translation plus noise of that std
-    (none when 0), a negative value is refused, and the loss still falls."""
-    import dataclasses
-
-    cfg = dataclasses.replace(preset_config("cyclegan", "tiny"), cycle_noise=0.1)
-    with pytest.raises(InputError, match="cycle_noise"):
-        dataclasses.replace(cfg, cycle_noise=-0.1).validate()
-    fake = np.full((4, 32, 32, 3), 0.5, np.float32)
-    plain = build_method("cyclegan", dataclasses.replace(cfg, cycle_noise=0.0), seed=0)
-    assert plain.cycle_input(fake) is fake
-    keras.utils.set_random_seed(0)
-    method = build_method("cyclegan", cfg, seed=0)
-    noisy = np.asarray(method.cycle_input(fake)) - fake
-    assert noisy.std() == pytest.approx(0.1, rel=0.1) and abs(noisy.mean()) < 0.01
-    method.compile(method.default_optimizers())
-    dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
-    l1 = np.asarray(method.fit(dataset, epochs=6, steps_per_epoch=5, verbose=0, shuffle=False).history["l1"])
-    assert np.isfinite(l1).all() and l1[-2:].mean() < 0.85 * l1[0], l1

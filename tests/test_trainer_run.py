@@ -285,6 +285,54 @@ def test_damaged_runs_are_refused_and_left_alone(damage, message, ae_run, vae_ru
         assert _tree_digest(run) == before
 
 
+def _add_config_keys(run, **sections):
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    for section, values in sections.items():
+        cfg[section].update(values)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+# Keys of options that a run made by an older version may hold (the option has since been removed).
+RETIRED = {"model": {"retired_weight": 0.0}, "augment": {"retired_share": 0.5}}
+
+
+def test_runs_with_removed_options_load_with_one_line_per_dropped_key(ae_run, tmp_path, capsys):
+    """config.yaml of a run from before an option was removed: each key is dropped with one line
+    on stderr, the run loads and resumes, and the rewritten config.yaml no longer holds it."""
+    run = _copy(ae_run, tmp_path)
+    _add_config_keys(run, **RETIRED)
+    capsys.readouterr()
+    assert load_run(str(run)).step == 20
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert "dropped model.retired_weight=0.0" in lines[0] and "dropped augment.retired_share=0.5" in lines[1]
+    assert _train("--out", run, "--resume", "--steps", 22) == 0
+    assert "dropped augment.retired_share" in capsys.readouterr().err
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert "retired_weight" not in cfg["model"] and "retired_share" not in cfg["augment"]
+    assert load_run(str(run)).step == 22
+    assert "dropped" not in capsys.readouterr().err
+
+
+def test_a_run_whose_networks_needed_a_removed_option_is_refused_with_what_to_do(vae_run, tmp_path, capsys):
+    """A removed option that shaped the networks (here: a first layer of other width): its
+    checkpoints do not fit, and the message says why and how to go on."""
+    run = _copy(vae_run, tmp_path)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["hidden"] = [cfg["model"]["hidden"][0] * 2]
+    cfg["model"]["retired_input"] = "crop"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    before = _tree_digest(run)
+    with pytest.raises(InputError, match="retired_input='crop'.*train a new run"):
+        load_run(str(run))
+    capsys.readouterr()
+    assert _train("--out", run, "--resume", "--steps", 4) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "dropped model.retired_input='crop'" in err[0]
+    assert err[1].startswith("swapstream train: error: ") and len(err) == 2 and "another version made it" in err[1]
+    assert _tree_digest(run) == before
+
+
 def test_load_run_of_missing_folder(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_run(str(tmp_path / "nothing"))

@@ -34,7 +34,7 @@ def upscale(x, filters: int, dtype: str, name: str | None = None):
 def edge_magnitude(face):
     """Grey-level Sobel gradient magnitude (S, S, 1) of a float32 face batch in 0..1: where the
     image changes, not which way. An opening mouth adds edges on a light face and on a dark one
-    alike, while its brightness change can run opposite ways (docs/trainer.md, "The dense VAE")."""
+    alike, while its brightness change can run opposite ways."""
     grey = ops.sum(face * GREY_BGR, axis=-1, keepdims=True)
     grey = ops.pad(grey, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
     gradients = ops.conv(grey, SOBEL, padding="valid")

@@ -128,8 +128,9 @@ def latest_checkpoint(run_dir: str) -> dict | None:
     return entries[-1] if entries else None
 
 
-def verify_checkpoint(run_dir: str, meta: dict, method_name: str, fingerprint: str) -> str:
-    """Path of the checkpoint file after checking it belongs to this run and is complete."""
+def verify_checkpoint(run_dir: str, meta: dict, method_name: str, fingerprint: str, hint: str = "") -> str:
+    """Path of the checkpoint file after checking it belongs to this run and is complete (`hint`
+    ends the message when its networks do not fit)."""
     path = os.path.join(run_dir, CHECKPOINT_DIR, meta["file"])
     if meta["method"] != method_name:
         raise InputError(f"checkpoint {path} was written by method {meta['method']!r}, "
@@ -137,7 +138,7 @@ def verify_checkpoint(run_dir: str, meta: dict, method_name: str, fingerprint: s
     if meta["fingerprint"] != fingerprint:
         raise InputError(f"checkpoint {path} does not fit the networks that config.yaml describes "
                          f"(weight shapes differ: fingerprint {meta['fingerprint']} vs {fingerprint}); "
-                         "was the config edited or the checkpoint copied from another run?")
+                         + (hint or "was the config edited or the checkpoint copied from another run?"))
     if not os.path.isfile(path):
         raise InputError(f"checkpoint {path} named by the index is missing")
     size = os.path.getsize(path)
@@ -148,20 +149,22 @@ def verify_checkpoint(run_dir: str, meta: dict, method_name: str, fingerprint: s
     return path
 
 
-def restore_checkpoint(method, run_dir: str) -> dict:
+def restore_checkpoint(method, run_dir: str, hint: str = "") -> dict:
     """Load the latest checkpoint into a compiled method (optimizers built); return its metadata.
 
     The learning rates stored with the optimizer state are replaced by the method config's, so
-    a resumed run can continue with another --lr.
+    a resumed run can continue with another --lr. `hint` (RunConfig.dropped_hint) ends the error
+    of a checkpoint that does not fit the networks.
     """
     meta = latest_checkpoint(run_dir)
     if meta is None:
         raise InputError(f"run {run_dir} has no checkpoint yet (training stopped before the first one)")
-    path = verify_checkpoint(run_dir, meta, method.method_name, weights_fingerprint(method))
+    path = verify_checkpoint(run_dir, meta, method.method_name, weights_fingerprint(method), hint)
     try:
         method.load_weights(path)
     except (ValueError, OSError, KeyError) as exc:
-        raise InputError(f"checkpoint {path} does not fit the model from config.yaml: {exc}") from exc
+        raise InputError(f"checkpoint {path} does not fit the model from config.yaml: {exc}"
+                         + (f"; {hint}" if hint else "")) from exc
     if method.step != meta["step"]:
         raise InputError(f"checkpoint {path} restored step {method.step}, index says {meta['step']}")
     for name, rate in method.learning_rates().items():

@@ -4,12 +4,16 @@
               data=DataConfig, augment=AugmentConfig)
 
 All are frozen dataclasses; `to_dict`/`from_dict` convert to and from plain YAML-able dicts, and
-`from_dict` rejects unknown or missing keys with an InputError that names them.
+`from_dict` rejects missing keys with an InputError that names them, and drops (with one log
+line each) keys of options this version does not have, so runs made before an option was removed
+still load.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import yaml
@@ -75,6 +79,16 @@ class RunConfig:
     train: TrainConfig
     data: DataConfig
     augment: AugmentConfig
+    # "section.key=value" of each key config.yaml held that this version has no field for
+    # (options removed since the run was made); never written back.
+    dropped: tuple[str, ...] = ()
+
+    def dropped_hint(self) -> str:
+        """What to add to a "checkpoint does not fit" error when keys were dropped ("" if none)."""
+        if not self.dropped:
+            return ""
+        return (f"its config.yaml held option(s) this version does not have ({', '.join(self.dropped)}), "
+                "so another version made it: train a new run, or export it with the version that made it")
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -87,37 +101,46 @@ def to_dict(cfg: RunConfig) -> dict:
             "train": plain(cfg.train), "data": plain(cfg.data), "augment": plain(cfg.augment)}
 
 
-def _build(cls, values, where: str):
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _build(cls, values, where: str, section: str, dropped: list[str], log: Callable[[str], None]):
+    """`cls` from a config.yaml section. A key `cls` has no field for is dropped with one `log`
+    line (an option removed since the run was made; the checkpoint check catches one that shaped
+    the networks); a missing key without a default is an InputError."""
     if not isinstance(values, dict):
         raise InputError(f"{where}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for key in sorted(set(values) - set(fields), key=str):
+        dropped.append(f"{section}.{key}={values[key]!r}")
+        log(f"{where}: dropped {dropped[-1]}: this version has no such option (removed since the run "
+            "was made); the run loads without it")
     missing = [n for n, f in fields.items() if n not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
-    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in fields}
     try:
         return cls(**converted)
     except TypeError as exc:
         raise InputError(f"{where}: {exc}") from exc
 
 
-def from_dict(d: dict, where: str = CONFIG_FILE) -> RunConfig:
-    """RunConfig from a dict read from config.yaml (InputError naming any bad key)."""
+def from_dict(d: dict, where: str = CONFIG_FILE, log: Callable[[str], None] = _stderr) -> RunConfig:
+    """RunConfig from a dict read from config.yaml (InputError naming any bad or missing key;
+    keys of options this version does not have are dropped with one `log` line each)."""
     if not isinstance(d, dict):
         raise InputError(f"{where} does not hold a mapping")
     for key in ("method", "preset", "model", "train", "data", "augment"):
         if key not in d:
             raise InputError(f"{where} lacks '{key}'")
-    model = _build(config_class(d["method"]), d["model"], f"{where} model")
-    model.validate()
-    return RunConfig(d["method"], d["preset"], model,
-                     _build(TrainConfig, d["train"], f"{where} train"),
-                     _build(DataConfig, d["data"], f"{where} data"),
-                     _build(AugmentConfig, d["augment"], f"{where} augment"))
+    dropped: list[str] = []
+    sections = {name: _build(cls, d[name], f"{where} {name}", name, dropped, log)
+                for name, cls in (("model", config_class(d["method"])), ("train", TrainConfig),
+                                  ("data", DataConfig), ("augment", AugmentConfig))}
+    sections["model"].validate()
+    return RunConfig(d["method"], d["preset"], **sections, dropped=tuple(dropped))
 
 
 def write_config(run_dir: str, cfg: RunConfig) -> None:

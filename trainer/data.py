@@ -32,20 +32,12 @@ class AugmentConfig:
     warp_grid: int = 5
     flip: bool = True
     color_jitter: float = 0.03
-    # Share of inputs shown as their negative (1 - x; the target stays as it is). Whether a face
-    # is lighter or darker than its background then says nothing about its pose: without it the
-    # shared encoder learned opposite code directions for the same head turn of a light face on
-    # a dark background and a dark face on a light one (docs/trainer.md, "Expression"; the
-    # mouth stayed reversed with it).
-    invert_input: float = 0.0
 
     def validate(self) -> None:
-        """InputError for a strength below 0, a share above 1 or a warp grid under 2 points."""
-        for name in ("rotation_deg", "zoom", "shift", "warp", "color_jitter", "invert_input"):
+        """InputError for a strength below 0 or a warp grid under 2 points."""
+        for name in ("rotation_deg", "zoom", "shift", "warp", "color_jitter"):
             if getattr(self, name) < 0:
                 raise InputError(f"augment {name} must be >= 0, got {getattr(self, name)}")
-        if self.invert_input > 1:
-            raise InputError(f"augment invert_input is a share of the inputs (0..1), got {self.invert_input}")
         if self.warp_grid < 2:
             raise InputError(f"augment warp_grid must be >= 2, got {self.warp_grid}")
 
@@ -154,9 +146,8 @@ def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndar
                                 axis=2).astype(np.float32)
 
     target = np.empty_like(images)
-    # Without warp or inversion the input is the target itself.
-    warped = np.empty_like(images) if cfg.warp > 0 or cfg.invert_input > 0 else target
-    invert = rng.uniform(0.0, 1.0, b) < cfg.invert_input
+    # Without warp the input is the target itself.
+    warped = np.empty_like(images) if cfg.warp > 0 else target
     for i in range(b):
         face = images[i]
         if colour is not None:
@@ -167,10 +158,6 @@ def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndar
             flow = cv2.resize(coarse[i], (size, size), interpolation=cv2.INTER_CUBIC)
             warped[i] = cv2.remap(face, src_x[i] + flow[..., 0], src_y[i] + flow[..., 1],
                                   cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        elif warped is not target:
-            warped[i] = target[i]
-        if invert[i]:
-            warped[i] = 1.0 - warped[i]
     return warped, target
 
 

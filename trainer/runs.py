@@ -33,6 +33,6 @@ def load_run(run_dir: str) -> SwapMethod:
                          "before its first checkpoint)")
     method = build_method(cfg.method, cfg.model, seed=cfg.train.seed)
     method.compile(method.default_optimizers())
-    checkpoints.restore_checkpoint(method, run_dir)
+    checkpoints.restore_checkpoint(method, run_dir, cfg.dropped_hint())
     method.run_config = cfg
     return method

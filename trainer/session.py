@@ -39,11 +39,7 @@ TRAIN_DEFAULTS = {
 # Augmentation per preset. The random warp (warped input, unwarped target) is what makes the
 # classic autoencoders generalise over long runs; in the minutes a CPU run gets it slows learning
 # down: 1000 steps of `ae` reconstructed A's expression and pose with preservation 0.50 without
-# it, 0.33 with it (the pose judge of `compare`; docs/trainer.md). Inverted inputs
-# (`invert_input`) made the codes of a light and a dark identity agree on head pose; for two of
-# the same skin tone they only slow learning down: 8 minutes of `ae` on the demo's identities
-# 1 and 4 carried blink / brow / mouth with r 0.45 / 0.83 / 0.96 without them, 0.29 / 0.45 / 0.89
-# with half the inputs inverted (bench/expression_carried.py; docs/trainer.md "Eyes").
+# it, 0.33 with it (the pose judge of `compare`; docs/trainer.md).
 AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0), "gpu": AugmentConfig()}
 # CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.
 BATCH_OVERRIDES = {("cyclegan", "cpu"): 4, ("cyclegan", "gpu"): 8}
@@ -205,7 +201,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
             if checkpoints.latest_checkpoint(req.out) is None:
                 print(f"{req.out} has no checkpoint yet: starting at step 0", file=sys.stderr)
             else:  # read-only: a damaged or foreign checkpoint stops us before anything is written
-                checkpoints.restore_checkpoint(method, req.out)
+                checkpoints.restore_checkpoint(method, req.out, cfg.dropped_hint())
 
     config_path = os.path.join(req.out, CONFIG_FILE)
     previous_config = None

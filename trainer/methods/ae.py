@@ -24,11 +24,6 @@ class AEConfig(ConvAutoencoderConfig):
     """Autoencoder hyper-parameters (all shared with the convolutional VAE's networks)."""
 
     method: ClassVar[str] = "ae"
-    # Weight of the polarity term (0 = none): the code of a face and the code of its negative
-    # (1 - x) are pulled together, so the code keeps only what does not depend on which way the
-    # brightness goes (shapes, edges). Off by default: on the synthetic faces it made the code
-    # hold the mouth sooner, but still the opposite way for the two identities (docs/trainer.md).
-    polarity_weight: float = 0.0
 
 
 PRESETS = {
@@ -68,14 +63,6 @@ def build_decoder(cfg: AEConfig, name: str) -> keras.Model:
     return keras.Model(code, to_image(x, cfg.dtype_policy), name=name)
 
 
-def polarity_gap(code, code_of_negative) -> tf.Tensor:
-    """Mean squared difference of two code batches relative to their mean square (so shrinking
-    every code does not lower it)."""
-    code, neg = tf.cast(code, tf.float32), tf.cast(code_of_negative, tf.float32)
-    scale = 0.5 * (tf.reduce_mean(tf.square(code)) + tf.reduce_mean(tf.square(neg))) + 1e-6
-    return tf.reduce_mean(tf.square(code - neg)) / scale
-
-
 def reconstruction_loss(cfg, target, output, weights):
     """Weighted L1 and DSSIM of one identity's reconstruction: returns (total, l1)."""
     output = tf.cast(output, tf.float32)
@@ -101,12 +88,11 @@ class Autoencoder(SwapMethod):
         self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
-        self.polarity_tracker = keras.metrics.Mean(name="polarity")
         self.built = True  # all weights exist: the networks are built Functional models
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.l1_tracker] + ([self.polarity_tracker] if self.config.polarity_weight else [])
+        return [self.loss_tracker, self.l1_tracker]
 
     def networks(self):
         return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b}
@@ -133,15 +119,8 @@ class Autoencoder(SwapMethod):
             loss_a, l1_a = reconstruction_loss(cfg, data["target_a"], rec_a, self.loss_weights)
             loss_b, l1_b = reconstruction_loss(cfg, data["target_b"], rec_b, self.loss_weights)
             loss = loss_a + loss_b
-            total = loss
-            if cfg.polarity_weight:
-                gap = 0.5 * (polarity_gap(code_a, self.encoder(1.0 - data["warped_a"], training=True))
-                             + polarity_gap(code_b, self.encoder(1.0 - data["warped_b"], training=True)))
-                total = loss + cfg.polarity_weight * gap
-            scaled = total * self.replica_scale()
+            scaled = loss * self.replica_scale()
         self.apply_loss("ae", tape, scaled)
-        if cfg.polarity_weight:
-            self.polarity_tracker.update_state(gap)
         self.loss_tracker.update_state(loss)
         self.l1_tracker.update_state((l1_a + l1_b) / 2)
         return self.metric_logs()

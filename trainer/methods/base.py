@@ -32,7 +32,7 @@ def check_positive(config, names: tuple[str, ...]) -> None:
 
 
 def check_non_negative(config, names: tuple[str, ...]) -> None:
-    """Raise InputError if any named float config field (a loss weight, a noise level) is < 0."""
+    """Raise InputError if any named float config field (a loss weight) is < 0."""
     for name in names:
         if getattr(config, name) < 0:
             raise InputError(f"{type(config).__name__}.{name} must be >= 0, got {getattr(config, name)!r}")

@@ -4,8 +4,6 @@ Generators G_AB and G_BA are ResNet generators (c7s1-F, two strided downsamples,
 residual blocks, two upsamples (nearest + 3x3 conv), c7s1-3 tanh) with instance normalisation
 (GroupNormalization with one group per channel). Discriminators are PatchGANs. Losses: LSGAN,
 cycle consistency (lambda = cycle_weight, 10) and identity (identity_weight * lambda, 0.5 * 10).
-`cycle_noise` adds Gaussian noise to the translated face before the cycle pass (Bashkirova et
-al. 2019), so the generators cannot pass the source through the cycle as a faint hidden pattern.
 Networks take and give images in 0..1 and rescale to -1..1 inside, so the exported generator
 needs no wrapper; L1 terms are measured on the -1..1 scale of the paper. Swap = G_AB(face_A).
 """
@@ -32,8 +30,6 @@ class CycleGANConfig:
     disc_filters: tuple[int, ...] = (32, 64, 128)
     cycle_weight: float = 10.0
     identity_weight: float = 0.5
-    # Std of the noise (0..1 image scale) on G_AB(a) and G_BA(b) before the cycle pass; 0 = none.
-    cycle_noise: float = 0.0
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     dtype_policy: str = "float32"
@@ -41,7 +37,7 @@ class CycleGANConfig:
 
     def validate(self) -> None:
         check_positive(self, ("size", "gen_filters", "res_blocks", "disc_filters", "learning_rate"))
-        check_non_negative(self, ("cycle_weight", "identity_weight", "cycle_noise"))
+        check_non_negative(self, ("cycle_weight", "identity_weight"))
         # Generator halves twice; the PatchGAN halves len(disc_filters) - 1 times.
         check_size_multiple(self.size, max(2, len(self.disc_filters) - 1), "cyclegan", minimum=16)
 
@@ -132,15 +128,6 @@ class CycleGAN(SwapMethod):
     def swap(self, face, direction):
         return (self.gen_ab if direction == "a2b" else self.gen_ba)(face)
 
-    def cycle_input(self, fake):
-        """The translated face as the cycle pass sees it: with `cycle_noise`, plus Gaussian
-        noise, which drowns a low-amplitude copy of the source hidden in the translation (the
-        cycle loss can then only be met by translating what is visible)."""
-        if not self.config.cycle_noise:
-            return fake
-        # The generators end in float32 layers, so the noise is float32 too.
-        return fake + keras.random.normal(tf.shape(fake), stddev=self.config.cycle_noise, seed=self.seed_generator)
-
     def train_step(self, data):
         cfg = self.config
         # CycleGAN learns from unpaired real faces: the unwarped (flipped, jittered) targets.
@@ -152,8 +139,8 @@ class CycleGAN(SwapMethod):
         with tf.GradientTape(persistent=True) as tape:
             fake_b = self.gen_ab(real_a, training=True)
             fake_a = self.gen_ba(real_b, training=True)
-            cyc_a = self.gen_ba(self.cycle_input(fake_b), training=True)
-            cyc_b = self.gen_ab(self.cycle_input(fake_a), training=True)
+            cyc_a = self.gen_ba(fake_b, training=True)
+            cyc_b = self.gen_ab(fake_a, training=True)
             score_fake_b = self.disc_b(fake_b, training=True)
             score_fake_a = self.disc_a(fake_a, training=True)
             adversarial = (losses.lsgan_loss(score_fake_b, True)

@@ -1,16 +1,15 @@
 """`vae`: the dense variational autoencoder (fully connected encoder and decoders).
 
-The thesis' "dense VAE": the face is flattened, a shared MLP encoder gives mu and log-variance
-of a Gaussian code, z = mu + sigma * eps (reparameterisation trick), and one MLP decoder per
-identity paints the face. Loss = reconstruction (weighted L1 + DSSIM) + beta * KL, with KL summed
-over the code and divided by the number of pixel values so beta does not depend on the size.
-The swap uses mu (no sampling): decoder_B(mu(face_A)).
+The thesis' "dense VAE": a shared MLP encoder gives mu and log-variance of a Gaussian code,
+z = mu + sigma * eps (reparameterisation trick), and one MLP decoder per identity paints the
+face. Loss = reconstruction (weighted L1 + DSSIM) + beta * KL, with KL summed over the code and
+divided by the number of pixel values so beta does not depend on the size. The swap uses mu (no
+sampling): decoder_B(mu(face_A)).
 
-`encoder_input` says what the encoder sees: "crop", the face itself as in the thesis, or "edges"
-(the presets), the grey-level gradient magnitude of it (`trainer.blocks.edge_magnitude`). A dense
-encoder on the crop learns A's mouth late and in another direction of the code than B's, so
-decoder B draws A's open mouth closed; on edges an opening mouth looks alike on both faces and
-the swap follows it (docs/trainer.md "The dense VAE").
+The encoder reads the grey-level gradient magnitude of the face (`trainer.blocks.edge_magnitude`),
+flattened, rather than its pixels: a dense encoder on pixels codes A's mouth in another direction
+than B's (their brightness changes run opposite ways), so decoder B would draw A's open mouth
+closed; an opening mouth adds edges on both faces alike.
 """
 from __future__ import annotations
 
@@ -35,35 +34,29 @@ class VAEConfig(TrainingConfig):
     hidden: tuple[int, ...] = (256, 256)
     latent_dim: int = 128
     beta: float = 0.02
-    encoder_input: str = "crop"  # "crop" (the thesis; runs from before the option) or "edges"
 
     def validate(self) -> None:
         check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
-        if self.encoder_input not in ENCODER_INPUTS:
-            raise InputError(f"encoder_input {self.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if self.size < 8:
             raise InputError(f"size {self.size} is too small for vae (at least 8)")
-        weights = self.size * self.size * ENCODER_INPUTS[self.encoder_input] * self.hidden[0]
+        weights = self.size * self.size * self.hidden[0]  # one input channel: the edge magnitude
         if weights > 200_000_000:
             raise InputError(f"size {self.size} makes the dense vae's first layer "
                              f"{weights:,} weights; use a smaller size")
 
 
-ENCODER_INPUTS = {"crop": 3, "edges": 1}  # what the encoder may see: its channels
-
 PRESETS = {
-    "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3, encoder_input="edges"),
-    "cpu": VAEConfig(learning_rate=5e-4, encoder_input="edges"),
+    "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
+    "cpu": VAEConfig(learning_rate=5e-4),
     "gpu": VAEConfig(size=128, hidden=(1024, 512), latent_dim=256, learning_rate=1e-4,
-                     dtype_policy="mixed_bfloat16", encoder_input="edges"),
+                     dtype_policy="mixed_bfloat16"),
 }
 
 
 def build_dense_encoder(cfg: VAEConfig) -> keras.Model:
-    """Face (S,S,3) -> (mu, logvar), each (latent_dim,)."""
+    """Face (S,S,3) -> (mu, logvar), each (latent_dim,), read from the face's edge magnitude."""
     face = keras.Input((cfg.size, cfg.size, 3), name="face")
-    view = edge_magnitude(face) if cfg.encoder_input == "edges" else face
-    x = layers.Flatten(dtype=cfg.dtype_policy)(view)
+    x = layers.Flatten(dtype=cfg.dtype_policy)(edge_magnitude(face))
     for h in cfg.hidden:
         x = layers.Dense(h, dtype=cfg.dtype_policy)(x)
         x = layers.LeakyReLU(0.1, dtype=cfg.dtype_policy)(x)
