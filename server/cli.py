@@ -11,14 +11,17 @@ from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.server.pipeline import PipelineConfig
 from swapstream.server.registry import ModelRegistry
-from swapstream.server.service import DEFAULT_MAX_MESSAGE_BYTES, SwapServer
+from swapstream.server.service import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PUSHBACK_MS, SwapServer
 
 PROG = "swapstream serve"
+TOKEN_ENV = "SWAPSTREAM_TOKEN"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Serve exported face-swap models (MODEL/model.onnx + manifest.json) over gRPC.")
-    p.add_argument("--models", required=True, help="folder whose sub-folders are model folders; a model's name is its folder name")
+    p = ArgumentParser(prog=PROG,
+                       description="Serve exported face-swap models (MODEL/model.onnx + manifest.json) over gRPC.")
+    p.add_argument("--models", required=True,
+                   help="folder whose sub-folders are model folders; a model's name is its folder name")
     p.add_argument("--host", default=os.environ.get("SWAPSTREAM_HOST", "127.0.0.1"),
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=int(os.environ.get("SWAPSTREAM_PORT", "50051")),
@@ -26,13 +29,26 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="onnxruntime execution provider; auto = CUDA when it really works, else CPU")
     p.add_argument("--max-streams", type=int, default=8, help="concurrent streams; more get RESOURCE_EXHAUSTED")
-    p.add_argument("--token", default=os.environ.get("SWAPSTREAM_TOKEN"),
-                   help="require 'authorization: Bearer TOKEN' metadata (also $SWAPSTREAM_TOKEN)")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help=f"require 'authorization: Bearer TOKEN' metadata (also ${TOKEN_ENV}; "
+                                      "visible in the process list: prefer --token-file)")
+    auth.add_argument("--token-file", metavar="FILE", help="read the token from FILE (its first line)")
     p.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key serves TLS")
     p.add_argument("--tls-key", help="PEM private key")
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight frames on SIGTERM")
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20,
-                   help="largest accepted/sent message (frame), MiB")
+                   help="largest accepted/sent message (frame), MiB; a reply over it fails that frame only")
+    p.add_argument("--first-frame-timeout", type=float, default=PipelineConfig.first_frame_timeout,
+                   help="seconds a new stream may take to send its first frame (DEADLINE_EXCEEDED after)")
+    p.add_argument("--idle-timeout", type=float, default=PipelineConfig.idle_timeout,
+                   help="seconds a stream with every frame answered may send nothing (0 = no limit)")
+    p.add_argument("--decode-mpx", type=float, default=PipelineConfig.decode_pixels / 1e6,
+                   help="megapixels being decoded at once, over all streams (frames wait their turn)")
+    p.add_argument("--retry-pushback-ms", type=int, default=DEFAULT_PUSHBACK_MS,
+                   help="retry hint sent with RESOURCE_EXHAUSTED (grpc-retry-pushback-ms, jittered 0.5-1.5x)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on http://METRICS_HOST:PORT/metrics (default: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics endpoint (default 127.0.0.1)")
     p.add_argument("--max-batch", type=int, default=16, help="most faces in one onnxruntime call")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = all cores)")
     p.add_argument("--redetect-every", type=int, default=PipelineConfig.redetect_every,
@@ -44,31 +60,56 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def read_token(args) -> str | None:
+    """The bearer token from --token-file, --token or $SWAPSTREAM_TOKEN (in that order); None = no auth."""
+    if args.token_file is not None:
+        try:
+            with open(args.token_file, encoding="utf-8") as fh:
+                token = fh.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise InputError(f"cannot read --token-file {args.token_file}: {why}") from None
+        if not token:
+            raise InputError(f"--token-file {args.token_file} is empty")
+        return token
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise InputError("--token must not be empty")
+    return token
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server; 0 after a clean drain on SIGTERM/SIGINT, 2 on bad options or no usable model."""
     def body() -> int:
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=args.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        if args.port < 0 or args.port > 65535:
-            raise InputError(f"--port must be 0..65535, got {args.port}")
+        for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise InputError(f"{flag} must be 0..65535, got {port}")
         if args.redetect_every < 1 or args.detect_side < 64 or args.max_batch < 1:
             raise InputError("--redetect-every and --max-batch must be >= 1, --detect-side >= 64")
+        if args.first_frame_timeout <= 0 or args.idle_timeout < 0:
+            raise InputError("--first-frame-timeout must be > 0 and --idle-timeout >= 0")
+        if args.decode_mpx <= 0 or args.retry_pushback_ms < 0 or args.max_message_mb <= 0:
+            raise InputError("--decode-mpx and --max-message-mb must be > 0, --retry-pushback-ms >= 0")
         if (args.tls_cert is None) != (args.tls_key is None):
             raise InputError("TLS needs both --tls-cert and --tls-key")
         for path in (args.tls_cert, args.tls_key):
             if path is not None and not os.path.isfile(path):
                 raise InputError(f"{path} does not exist")
-        if args.token is not None and not args.token:
-            raise InputError("--token must not be empty")
+        token = read_token(args)
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
-                                blend=args.blend)
+                                blend=args.blend, first_frame_timeout=args.first_frame_timeout,
+                                idle_timeout=args.idle_timeout, decode_pixels=int(args.decode_mpx * 1e6))
         registry = ModelRegistry.load(args.models, device=args.device, max_batch=args.max_batch,
                                       intra_op_threads=args.threads or None)
         try:
             server = SwapServer(registry, host=args.host, port=args.port, max_streams=args.max_streams,
-                                token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                                config=config, max_message_bytes=int(args.max_message_mb * 2**20))
+                                token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                config=config, max_message_bytes=int(args.max_message_mb * 2**20),
+                                metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                                pushback_ms=args.retry_pushback_ms)
         except BaseException:
             registry.close()
             raise
@@ -76,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
         server.start()
-        # One machine-readable line for scripts that started us with --port 0.
+        # Machine-readable lines for scripts that started us with --port 0 / --metrics-port 0.
         print(f"listening on {server.address}", flush=True)
+        if server.metrics_port is not None:
+            print(f"metrics on http://{server.metrics_address}/metrics", flush=True)
         for name, why in registry.skipped.items():
             print(f"skipped model {name}: {why}", file=sys.stderr, flush=True)
         while not stop.wait(0.5):

@@ -1,39 +1,84 @@
 """The per-frame swap pipeline and its streaming form.
 
 Stages of one frame:
-    prepare (decode -> track/detect -> crop with the model's margin -> submit to the batcher)
+    prepare (read the size from the header -> decode within the pixel budget -> track/detect ->
+             crop with the model's margin -> submit to the batcher)
     infer   (the model's InferenceBatcher: all faces of the frame, and of other frames and
              streams waiting at that moment, in one onnxruntime call)
-    finish  (colour transfer -> feathered mask -> blend/paste back -> encode)
+    finish  (colour transfer -> feathered mask -> blend/paste back -> mark -> encode)
 
-A stream runs the three stages concurrently: a thread prepares frame n+1 while the batcher
-infers frame n and the caller's thread finishes frame n-1. Frames pass through bounded FIFOs,
-so replies keep the input order and a fast client cannot make the server buffer more than
-2 x `queue_depth` frames per stream (it is slowed down by gRPC flow control instead).
+A stream runs the three stages concurrently: a reader thread takes messages off the transport,
+a preparer thread prepares frame n+1 while the batcher infers frame n and the caller's thread
+finishes frame n-1. Frames pass through bounded FIFOs, so replies keep the input order and a
+fast client cannot make the server buffer more than 2 x `queue_depth` frames per stream (it is
+slowed down by gRPC flow control instead).
 
-The pipeline speaks the wire messages (swap_pb2.Frame in, swap_pb2.SwappedFrame out), so
-`swapstream bench --in-process` runs exactly what the gRPC service runs, minus the transport.
+The pipeline speaks the wire messages (swap_pb2.Frame in, swap_pb2.SwappedFrame out) but knows
+nothing of gRPC: a failure is a SwapError whose `failure` says whose mistake it was, and the
+service (server/service.py) maps that to a status code.
 """
 from __future__ import annotations
 
+import enum
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import grpc
 import numpy as np
 
 from swapstream.faces.color import reinhard_transfer
 from swapstream.faces.crop import CropTransform, crop_face, paste_back
-from swapstream.faces.detect import HaarDetector
+from swapstream.faces.detect import Box, HaarDetector
 from swapstream.faces.mask import ellipse_mask
-from swapstream.server.codec import FrameDecodeError, decode_frame, encode_frame
+from swapstream.faces.wire import (
+    ENCODINGS,
+    MAX_PIXELS,
+    RAW_BGR,
+    FrameDecodeError,
+    decode_frame,
+    encode_frame,
+    encoding_name,
+    frame_size,
+)
 from swapstream.server.registry import LoadedModel
 from swapstream.server.tracking import FaceTracker
 from swapstream.v1 import swap_pb2
+
+# Room for everything in a reply but its image (index, boxes, timings, model name, framing).
+REPLY_OVERHEAD = 4096
+NAME_LIMIT = 64  # characters of a client-given name quoted back in a message
+
+
+class Failure(enum.Enum):
+    """Why a frame or a stream failed, by whose mistake it was."""
+
+    BAD_INPUT = "bad input"  # the client's: undecodable or oversized frame, unknown option, wrong model
+    BUSY = "busy"            # nobody's: no room right now (pixel budget, inference queue); retry later
+    TIMEOUT = "timeout"      # the client's: a stream that sends nothing for too long
+    INTERNAL = "internal"    # ours: a broken model or a bug
+
+
+class SwapError(Exception):
+    """A frame or stream the pipeline could not serve; `failure` says why, the message what."""
+
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+def shorten(text: str, limit: int = NAME_LIMIT) -> str:
+    """`text` quoted for a message, cut to `limit` characters (a client may send megabytes)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -57,6 +102,11 @@ class PipelineConfig:
     smoothing: float = 0.5        # weight of the previous box in the moving average
     queue_depth: int = 4          # frames prepared ahead of the one being finished, per stream
     jpeg_quality: int = 90
+    max_reply_bytes: int = 16 * 1024 * 1024  # the transport's send cap: larger replies fail per frame
+    first_frame_timeout: float = 10.0  # seconds a new stream may take to send its first frame
+    idle_timeout: float = 60.0         # seconds a stream with nothing in flight may stay silent
+    decode_pixels: int = 2 * MAX_PIXELS  # pixels being decoded at once, over all streams and calls
+    decode_wait: float = 10.0          # seconds a frame waits for that budget before it fails (busy)
 
 
 @dataclass
@@ -72,16 +122,75 @@ class StreamSettings:
 
     @classmethod
     def resolve(cls, config: PipelineConfig, options: swap_pb2.SwapOptions | None) -> "StreamSettings":
+        """Settings from `options` over `config`; SwapError(BAD_INPUT) for a value this server does not know."""
         o = options or swap_pb2.SwapOptions()
-        blend = {swap_pb2.BLEND_ALPHA: "alpha", swap_pb2.BLEND_SEAMLESS: "seamless"}.get(o.blend, config.blend)
+        blends = {swap_pb2.BLEND_DEFAULT: config.blend, swap_pb2.BLEND_ALPHA: "alpha",
+                  swap_pb2.BLEND_SEAMLESS: "seamless"}
+        if o.blend not in blends:
+            raise SwapError(Failure.BAD_INPUT, f"unknown blend mode {o.blend}; use BLEND_ALPHA or BLEND_SEAMLESS")
+        if o.reply_encoding not in (swap_pb2.ENCODING_UNSPECIFIED, *ENCODINGS):
+            raise SwapError(Failure.BAD_INPUT,
+                            f"unknown reply_encoding {o.reply_encoding}; use JPEG, PNG, RAW_BGR or leave it unset")
+        if o.jpeg_quality > 100:
+            raise SwapError(Failure.BAD_INPUT, f"jpeg_quality must be 1..100 (0 = default), got {o.jpeg_quality}")
         return cls(
-            blend=blend,
+            blend=blends[o.blend],
             colour_transfer=config.colour_transfer and not o.skip_colour_transfer,
             redetect_every=int(o.redetect_every or config.redetect_every),
             max_faces=int(min(o.max_faces or config.max_faces, 16)),
             reply_encoding=int(o.reply_encoding),
             jpeg_quality=int(o.jpeg_quality or config.jpeg_quality),
         )
+
+
+class PixelBudget:
+    """A fair counting semaphore over pixels being decoded, shared by every stream and call.
+
+    A frame's size is known from its header before decoding; it waits (first come, first
+    served) until its pixels fit, so the transient memory of decoding stays under
+    `capacity` x 3 bytes plus the decoders' working buffers, however many frames arrive at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("pixel budget must be >= 1")
+        self.capacity = int(capacity)
+        self._used = 0
+        self._cond = threading.Condition()
+        self._waiting: deque = deque()
+
+    @property
+    def used(self) -> int:
+        with self._cond:
+            return self._used
+
+    def acquire(self, pixels: int, timeout: float) -> bool:
+        """Take `pixels` (at most `capacity`); False if they did not fit within `timeout` seconds."""
+        pixels = min(int(pixels), self.capacity)
+        deadline = time.monotonic() + timeout
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+            try:
+                while self._waiting[0] is not ticket or self._used + pixels > self.capacity:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._used += pixels
+                return True
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+
+    def release(self, pixels: int) -> None:
+        with self._cond:
+            self._used -= min(int(pixels), self.capacity)
+            self._cond.notify_all()
+
+
+# frame, boxes of the swapped faces -> frame; see SwapPipeline._mark_faces.
+FaceMarker = Callable[[np.ndarray, Sequence[Box]], np.ndarray]
 
 
 @dataclass
@@ -98,15 +207,26 @@ class FrameJob:
     future: Future | None = None
     decode_ms: float = 0.0
     detect_ms: float = 0.0
-    error: tuple[int, str] | None = None  # (grpc status code number, message)
+    error: SwapError | None = None
+
+
+@dataclass
+class FrameResult:
+    """A frame's reply and, when it failed, why (the reply's `error` field is left to the service)."""
+
+    reply: swap_pb2.SwappedFrame
+    error: SwapError | None = None
 
 
 class SwapPipeline:
     """Runs frames of one model through the stages. Thread-safe: no per-stream state here."""
 
-    def __init__(self, model: LoadedModel, config: PipelineConfig) -> None:
+    def __init__(self, model: LoadedModel, config: PipelineConfig, budget: PixelBudget | None = None,
+                 mark: FaceMarker | None = None) -> None:
         self.model = model
         self.config = config
+        self.budget = budget or PixelBudget(config.decode_pixels)
+        self._mark = mark
         size = model.manifest.crop_size
         self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
                                   cy=config.mask_cy)
@@ -127,18 +247,21 @@ class SwapPipeline:
         return FaceTracker(detector, roi_detector, redetect_every=settings.redetect_every,
                            smoothing=self.config.smoothing, max_faces=settings.max_faces)
 
-    def prepare(self, msg: swap_pb2.Frame, tracker: FaceTracker, received: float) -> FrameJob:
+    def prepare(self, msg: swap_pb2.Frame, tracker: FaceTracker, received: float,
+                settings: StreamSettings) -> FrameJob:
         """Decode, detect and crop one frame and hand its faces to the batcher (never raises)."""
         job = FrameJob(index=msg.index, encoding=msg.encoding, received=received)
-        if msg.model and msg.model != self.model.name:
-            job.error = (grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                         f"frame names model {msg.model!r} but this stream uses {self.model.name!r}")
-            return job
         t0 = time.perf_counter()
         try:
-            job.image = decode_frame(msg.encoding, msg.data, msg.width, msg.height)
+            if msg.model and msg.model != self.model.name:
+                raise SwapError(Failure.BAD_INPUT, f"frame names model {shorten(msg.model)} "
+                                                   f"but this stream uses {self.model.name!r}")
+            job.image = self._decode(msg, settings.reply_encoding or msg.encoding)
         except FrameDecodeError as exc:
-            job.error = (grpc.StatusCode.INVALID_ARGUMENT.value[0], str(exc))
+            job.error = SwapError(Failure.BAD_INPUT, str(exc))
+            return job
+        except SwapError as exc:
+            job.error = exc
             return job
         t1 = time.perf_counter()
         job.decode_ms = (t1 - t0) * 1000.0
@@ -151,20 +274,41 @@ class SwapPipeline:
                 crops.append(crop)
                 job.transforms.append(transform)
             job.detect_ms = (time.perf_counter() - t1) * 1000.0
-            if crops:
-                job.crops = np.stack(crops)
-                job.future = self.model.batcher.submit(job.crops)
         except Exception as exc:  # keep serving: this frame reports the failure
-            job.error = (grpc.StatusCode.INTERNAL.value[0], f"detection failed: {type(exc).__name__}: {exc}")
+            job.error = SwapError(Failure.INTERNAL, f"detection failed: {type(exc).__name__}: {exc}")
+            return job
+        if crops:
+            job.crops = np.stack(crops)
+            try:
+                job.future = self.model.batcher.submit(job.crops)
+            except queue.Full:
+                job.error = SwapError(Failure.BUSY, "the inference queue is full; retry later")
         return job
 
-    def finish(self, job: FrameJob, settings: StreamSettings) -> swap_pb2.SwappedFrame:
-        """Wait for the faces, blend them into the frame, encode; errors become a per-frame error."""
+    def _decode(self, msg: swap_pb2.Frame, reply_encoding: int) -> np.ndarray:
+        """The frame's image, its size checked from the header and its decoding within the budget."""
+        width, height = frame_size(msg.encoding, msg.data, msg.width, msg.height)
+        # A raw reply's size is known now: refuse it before any work rather than after all of it.
+        if reply_encoding == RAW_BGR and width * height * 3 + REPLY_OVERHEAD > self.config.max_reply_bytes:
+            raise SwapError(Failure.BAD_INPUT, self._too_large(RAW_BGR, width * height * 3))
+        pixels = width * height
+        if not self.budget.acquire(pixels, self.config.decode_wait):
+            raise SwapError(Failure.BUSY, f"server busy decoding other frames (no room for {width}x{height} "
+                                          f"within {self.config.decode_wait:g} s); retry later")
+        try:
+            return decode_frame(msg.encoding, msg.data, msg.width, msg.height)
+        finally:
+            self.budget.release(pixels)
+
+    def _too_large(self, encoding: int, size: int) -> str:
+        return (f"the {encoding_name(encoding)} reply would be {size} bytes, over the server's "
+                f"{self.config.max_reply_bytes}-byte message cap; send smaller frames or ask for JPEG replies")
+
+    def finish(self, job: FrameJob, settings: StreamSettings) -> FrameResult:
+        """Wait for the faces, blend them into the frame, encode; a failure goes into the result."""
         reply = swap_pb2.SwappedFrame(index=job.index, model=self.model.name)
         if job.error is not None:
-            reply.error.code, reply.error.message = job.error
-            reply.timings.total_ms = (time.perf_counter() - job.received) * 1000.0
-            return reply
+            return self._failed(reply, job, job.error)
         try:
             frame = job.image
             infer_ms, batch_faces = 0.0, 0
@@ -173,17 +317,19 @@ class SwapPipeline:
                 result = job.future.result()
                 infer_ms, batch_faces = result.infer_ms, result.batch_faces
                 t0 = time.perf_counter()
-                frame = self._blend(frame, job, result, settings)
+                frame = self._mark_faces(self._blend(frame, job, result, settings), job.boxes)
                 blend_ms = (time.perf_counter() - t0) * 1000.0
             t0 = time.perf_counter()
             encoding = settings.reply_encoding or job.encoding
-            reply.data = encode_frame(frame, encoding, settings.jpeg_quality)
+            data = encode_frame(frame, encoding, settings.jpeg_quality)
             encode_ms = (time.perf_counter() - t0) * 1000.0
+            if len(data) + REPLY_OVERHEAD > self.config.max_reply_bytes:
+                raise SwapError(Failure.BAD_INPUT, self._too_large(encoding, len(data)))
+        except SwapError as exc:
+            return self._failed(reply, job, exc)
         except Exception as exc:
-            reply.error.code = grpc.StatusCode.INTERNAL.value[0]
-            reply.error.message = f"swap failed: {type(exc).__name__}: {exc}"
-            reply.timings.total_ms = (time.perf_counter() - job.received) * 1000.0
-            return reply
+            return self._failed(reply, job, SwapError(Failure.INTERNAL, f"swap failed: {type(exc).__name__}: {exc}"))
+        reply.data = data
         reply.encoding = encoding
         reply.height, reply.width = frame.shape[:2]
         for b in job.boxes:
@@ -193,7 +339,12 @@ class SwapPipeline:
         t.blend_ms, t.encode_ms, t.batch_faces = blend_ms, encode_ms, batch_faces
         t.total_ms = (time.perf_counter() - job.received) * 1000.0
         t.queue_ms = max(0.0, t.total_ms - (job.decode_ms + job.detect_ms + infer_ms + blend_ms + encode_ms))
-        return reply
+        return FrameResult(reply)
+
+    @staticmethod
+    def _failed(reply: swap_pb2.SwappedFrame, job: FrameJob, error: SwapError) -> FrameResult:
+        reply.timings.total_ms = (time.perf_counter() - job.received) * 1000.0
+        return FrameResult(reply, error)
 
     def _blend(self, frame: np.ndarray, job: FrameJob, result, settings: StreamSettings) -> np.ndarray:
         for i, transform in enumerate(job.transforms):
@@ -204,7 +355,12 @@ class SwapPipeline:
             frame = paste_back(frame, face, transform, mask=mask, mode=settings.blend)
         return frame
 
-    def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> swap_pb2.SwappedFrame:
+    def _mark_faces(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """The one place where the swapped face regions are final (colour-matched, blended and
+        pasted back) and the frame is not yet encoded: the provenance watermark goes in here."""
+        return frame if self._mark is None else self._mark(frame, boxes)
+
+    def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> FrameResult:
         """One image, full detection (no tracking); used by the unary SwapImage."""
         received = time.perf_counter()
         try:
@@ -213,78 +369,55 @@ class SwapPipeline:
             detector = self._full_detector()
         try:
             tracker = FaceTracker(detector, redetect_every=1, smoothing=0.0, hold=0, max_faces=settings.max_faces)
-            job = self.prepare(msg, tracker, received)
+            job = self.prepare(msg, tracker, received, settings)
         finally:
             self._spare_detectors.put(detector)
         return self.finish(job, settings)
 
     def run_stream(self, frames: Iterable[swap_pb2.Frame], settings: StreamSettings,
                    stop: "StreamControl") -> Iterator[swap_pb2.SwappedFrame]:
-        """Replies for `frames`, in order, with the stages overlapped (see module doc).
+        """Transitional, for clients/bench.py until it calls server.service.stream_replies."""
+        from swapstream.server.service import stream_replies
+
+        return stream_replies(self, frames, settings, stop)
+
+    def stream_results(self, frames: "Iterable[swap_pb2.Frame] | FrameReader", settings: StreamSettings,
+                       stop: "StreamControl") -> Iterator[FrameResult]:
+        """Results for `frames`, in order, with the stages overlapped (see module doc).
 
         Three threads per stream: a reader pulls messages off the transport as soon as they
-        arrive (into a bounded queue), a preparer decodes/detects/crops and submits faces to the
-        batcher, and the caller's thread finishes and yields replies in order.
+        arrive (a FrameReader; pass one to have read the first frame already), a preparer
+        decodes/detects/crops and submits faces to the batcher, and the caller's thread finishes
+        and yields results in order.
 
         `stop` lets the server cancel the stream (client gone) or drain it (shutdown): when
         draining, the reader stops taking new messages and the stream ends as soon as every
-        message it took has been answered; stop.drained then says so.
+        message it took has been answered; stop.drained then says so. A stream with nothing in
+        flight that receives no frame for `idle_timeout` seconds raises SwapError(TIMEOUT).
         """
-        tracker = self.new_tracker(settings)
         depth = max(1, self.config.queue_depth)
-        incoming: queue.Queue = queue.Queue(maxsize=depth)  # (message, arrival time)
-        jobs: queue.Queue = queue.Queue(maxsize=depth)      # FrameJob, in order
-        end = object()
-        lock = threading.Lock()
-        state = {"closed": False, "exhausted": False, "error": None}
-
-        def put(q: queue.Queue, item) -> bool:
-            """Blocking put that gives up when the stream is cancelled."""
-            while not stop.cancelled.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def reader() -> None:
-            try:
-                for msg in frames:
-                    received = time.perf_counter()
-                    with lock:
-                        if state["closed"]:  # arrived after the drain decided to end the stream
-                            return
-                        stop.taken += 1
-                    if not put(incoming, (msg, received)):
-                        return
-                    if stop.draining.is_set() or stop.cancelled.is_set():
-                        break
-                else:
-                    state["exhausted"] = True  # the client finished sending
-            except Exception as exc:  # the request stream failed (client cancelled, transport error)
-                state["error"] = exc
-            put(incoming, end)
+        reader = frames if isinstance(frames, FrameReader) else FrameReader(frames, stop, depth)
+        tracker = self.new_tracker(settings)
+        jobs: queue.Queue = queue.Queue(maxsize=depth)  # FrameJob, in order
 
         def preparer() -> None:
             while True:
-                try:
-                    item = incoming.get(timeout=0.1)
-                except queue.Empty:
+                item = reader.get(timeout=0.1)
+                if item is None:
                     if stop.cancelled.is_set():
                         return
                     continue
-                if item is end:
-                    put(jobs, end)
+                if item is FrameReader.END:
+                    _put(jobs, item, stop)
                     return
                 msg, received = item
-                if not put(jobs, self.prepare(msg, tracker, received)):
+                if not _put(jobs, self.prepare(msg, tracker, received, settings), stop):
                     return
 
-        threads = [threading.Thread(target=reader, name="stream-reader", daemon=True),
-                   threading.Thread(target=preparer, name="stream-prepare", daemon=True)]
-        for t in threads:
-            t.start()
+        thread = threading.Thread(target=preparer, name="stream-prepare", daemon=True)
+        thread.start()
+        idle = self.config.idle_timeout
+        last_reply = time.monotonic()
         try:
             while True:
                 try:
@@ -292,27 +425,112 @@ class SwapPipeline:
                 except queue.Empty:
                     if stop.cancelled.is_set():
                         return
-                    if stop.draining.is_set():
-                        with lock:
+                    with reader.lock:
+                        settled = stop.taken == stop.answered
+                        if settled and stop.draining.is_set():
                             # Every message taken off the transport has been answered; the
                             # reader is waiting for the client, so the stream can end now.
-                            if stop.taken == stop.answered:
-                                state["closed"] = True
-                                stop.drained = True
-                                return
+                            reader.closed = True
+                            stop.drained = True
+                            return
+                        silent = time.monotonic() - max(reader.last_arrival, last_reply)
+                    if settled and idle and silent > idle:
+                        raise SwapError(Failure.TIMEOUT, f"no frame for {silent:.0f} s "
+                                                         f"(the server's idle timeout is {idle:g} s)")
                     continue
-                if item is end:
-                    stop.drained = not state["exhausted"] and state["error"] is None
-                    stop.failed = state["error"]
+                if item is FrameReader.END:
+                    stop.drained = not reader.exhausted and reader.error is None
+                    stop.failed = reader.error
                     return
-                reply = self.finish(item, settings)
-                with lock:
+                result = self.finish(item, settings)
+                with reader.lock:
                     stop.answered += 1
-                yield reply
+                last_reply = time.monotonic()
+                yield result
         finally:
-            # However the consumer ends (done, drained, cancelled, generator closed), the
-            # helper threads must not wait on queues nobody reads any more.
+            # However the consumer ends (done, drained, cancelled, timed out, generator closed),
+            # the helper threads must not wait on queues nobody reads any more.
             stop.cancelled.set()
+
+
+class FrameReader:
+    """Takes a stream's messages off the transport in its own thread, into a bounded queue.
+
+    Counts them in `control.taken`; stops taking when the stream is draining or cancelled.
+    `first()` waits for the first frame (the service needs it to pick the model) without
+    consuming it.
+    """
+
+    END = object()
+
+    def __init__(self, frames: Iterable[swap_pb2.Frame], control: "StreamControl", depth: int = 4) -> None:
+        self._frames = frames
+        self._control = control
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._pending = None
+        self.lock = threading.Lock()
+        self.closed = False        # set when a drain ended the stream: later messages are not taken
+        self.exhausted = False     # the client finished sending
+        self.error: Exception | None = None  # the request stream raised (client gone, transport error)
+        self.last_arrival = time.monotonic()  # idle time counts from the stream's start
+        self._thread = threading.Thread(target=self._run, name="stream-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        c = self._control
+        try:
+            for msg in self._frames:
+                received = time.perf_counter()
+                with self.lock:
+                    if self.closed:  # arrived after the drain decided to end the stream
+                        return
+                    c.taken += 1
+                    self.last_arrival = time.monotonic()
+                if not _put(self._queue, (msg, received), c):
+                    return
+                if c.draining.is_set() or c.cancelled.is_set():
+                    break
+            else:
+                self.exhausted = True
+        except Exception as exc:
+            self.error = exc
+        _put(self._queue, self.END, c)
+
+    def get(self, timeout: float):
+        """The next (message, arrival time), END, or None if nothing came within `timeout`."""
+        if self._pending is not None:
+            item, self._pending = self._pending, None
+            return item
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def first(self, timeout: float) -> swap_pb2.Frame | None:
+        """The stream's first frame (left for `get`), None if the client ended the stream without
+        one or went away; SwapError(TIMEOUT) if it sent nothing within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._pending is None:
+            if self._control.cancelled.is_set():
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SwapError(Failure.TIMEOUT, f"no frame within {timeout:g} s of the stream's start")
+            self._pending = self.get(min(left, 0.1))
+        if self._pending is self.END:
+            return None
+        return self._pending[0]
+
+
+def _put(q: queue.Queue, item, control: "StreamControl") -> bool:
+    """Blocking put that gives up when the stream is cancelled."""
+    while not control.cancelled.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 @dataclass(eq=False)  # identity semantics: kept in a set of live streams

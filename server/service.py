@@ -10,11 +10,12 @@ scale it out (DESIGN section 8).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
-import itertools
 import logging
+import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 
 import grpc
@@ -22,31 +23,81 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from swapstream.faces.errors import InputError
-from swapstream.server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
-from swapstream.server.registry import ModelRegistry
+from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY
+from swapstream.server.metrics import Metrics, PrometheusMetrics
+from swapstream.server.pipeline import (
+    FaceMarker,
+    Failure,
+    FrameReader,
+    FrameResult,
+    PipelineConfig,
+    PixelBudget,
+    StreamControl,
+    StreamSettings,
+    SwapError,
+    SwapPipeline,
+    shorten,
+)
+from swapstream.server.registry import LoadedModel, ModelRegistry
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = swap_pb2.DESCRIPTOR.services_by_name["FaceSwap"].full_name
-MODEL_METADATA_KEY = "swapstream-model"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+DEFAULT_PUSHBACK_MS = 1000
+MESSAGE_LIMIT = 1000  # characters of a status or per-frame error message
+LISTED_MODELS = 20    # model names listed in a NOT_FOUND message
+
+# Whose mistake a pipeline failure was, as a gRPC status code (docs: the status codes table).
+STATUS_OF = {
+    Failure.BAD_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    Failure.BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Failure.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Failure.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def to_reply(result: FrameResult) -> swap_pb2.SwappedFrame:
+    """The wire reply of a pipeline result: a failure becomes its per-frame error (status code number)."""
+    if result.error is not None:
+        result.reply.error.code = STATUS_OF[result.error.failure].value[0]
+        result.reply.error.message = result.error.message[:MESSAGE_LIMIT]
+    return result.reply
+
+
+def result_name(result: FrameResult) -> str:
+    """"ok", or the status code name of a failed frame (the metrics' result label)."""
+    return "ok" if result.error is None else STATUS_OF[result.error.failure].name
+
+
+def stream_replies(pipeline: SwapPipeline, frames: Iterable[swap_pb2.Frame], settings: StreamSettings,
+                   control: StreamControl) -> Iterator[swap_pb2.SwappedFrame]:
+    """A stream's replies exactly as StreamSwap sends them, without the transport (bench --in-process)."""
+    for result in pipeline.stream_results(frames, settings, control):
+        yield to_reply(result)
 
 
 class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
     """Implements swap.proto's FaceSwap over a ModelRegistry."""
 
     def __init__(self, registry: ModelRegistry, config: PipelineConfig, max_streams: int,
-                 draining: threading.Event) -> None:
+                 draining: threading.Event, metrics: Metrics | None = None,
+                 pushback_ms: int = DEFAULT_PUSHBACK_MS,
+                 markers: Callable[[LoadedModel], FaceMarker | None] | None = None) -> None:
         self._registry = registry
         self._config = config
-        self._pipelines = {m.name: SwapPipeline(m, config) for m in registry.models()}
+        budget = PixelBudget(config.decode_pixels)  # one for the whole server
+        self._pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None)
+                           for m in registry.models()}
         self._max_streams = max_streams
         self._active = 0
         self._lock = threading.Lock()
         self._draining = draining
         self._streams: set[StreamControl] = set()
+        self._metrics = metrics or Metrics()
+        self._pushback_ms = pushback_ms
+        self._random = random.Random()
 
     @property
     def active_streams(self) -> int:
@@ -64,28 +115,47 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
             if self._active >= self._max_streams:
                 return False
             self._active += 1
-            return True
+        self._metrics.stream_started()
+        return True
 
     def _release_slot(self) -> None:
         with self._lock:
             self._active -= 1
+        self._metrics.stream_ended()
 
-    def _pipeline(self, name: str, context) -> SwapPipeline:
+    def _abort(self, context, method: str, code: grpc.StatusCode, message: str, pushback: bool = False):
+        """End the call with `code` (counted in the metrics); with pushback, tell the client when to retry."""
+        self._metrics.rejected(method, code)
+        if pushback:
+            # gRFC A6: clients with a retry policy wait this long; the jitter spreads a crowd out.
+            ms = int(self._pushback_ms * self._random.uniform(0.5, 1.5))
+            context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(ms)),))
+        context.abort(code, message[:MESSAGE_LIMIT])
+
+    def _fail(self, context, method: str, error: SwapError):
+        code = STATUS_OF[error.failure]
+        self._abort(context, method, code, error.message, pushback=code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    def _pipeline(self, name: str, context, method: str) -> SwapPipeline:
         pipeline = self._pipelines.get(name)
         if pipeline is None:
-            valid = ", ".join(self._registry.names())
+            names = self._registry.names()
+            valid = ", ".join(names[:LISTED_MODELS]) + (f" and {len(names) - LISTED_MODELS} more"
+                                                        if len(names) > LISTED_MODELS else "")
             if not name:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"no model named: set metadata {MODEL_METADATA_KEY!r} or Frame.model (served: {valid})")
-            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r} (served: {valid})")
+                self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT,
+                            f"no model named: set metadata {MODEL_METADATA_KEY!r} or Frame.model (served: {valid})")
+            self._abort(context, method, grpc.StatusCode.NOT_FOUND, f"unknown model {shorten(name)} (served: {valid})")
         return pipeline
 
     def StreamSwap(self, request_iterator, context) -> Iterator[swap_pb2.SwappedFrame]:
+        method = "StreamSwap"
         if self._draining.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+            self._abort(context, method, grpc.StatusCode.UNAVAILABLE, "server is shutting down")
         if not self._acquire_slot():
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"all {self._max_streams} stream slots are in use; retry later or use another replica")
+            self._abort(context, method, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"all {self._max_streams} stream slots are in use; retry later or use another replica",
+                        pushback=True)
         control = StreamControl(draining=self._draining)
         with self._lock:
             self._streams.add(control)
@@ -106,32 +176,47 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
 
         context.add_callback(on_done)
         try:
+            reader = FrameReader(request_iterator, control, self._config.queue_depth)
             try:
-                first = next(request_iterator, None)
-            except Exception:  # client went away before its first frame
-                return
-            if first is None:
+                first = reader.first(self._config.first_frame_timeout)
+            except SwapError as exc:
+                self._fail(context, method, exc)
+            if first is None:  # the client closed the stream without a frame, or went away
                 return
             name = dict(context.invocation_metadata()).get(MODEL_METADATA_KEY) or first.model
-            pipeline = self._pipeline(name, context)
-            settings = StreamSettings.resolve(self._config, first.options)
-            frames = itertools.chain([first], request_iterator)
-            yield from pipeline.run_stream(frames, settings, control)
+            pipeline = self._pipeline(name, context, method)
+            try:
+                settings = StreamSettings.resolve(self._config, first.options)
+            except SwapError as exc:
+                self._fail(context, method, exc)
+            try:
+                for result in pipeline.stream_results(reader, settings, control):
+                    reply = to_reply(result)
+                    self._metrics.frame(pipeline.model.name, result_name(result), reply)
+                    yield reply
+            except SwapError as exc:  # the stream went idle
+                self._fail(context, method, exc)
             if control.drained:
+                self._metrics.rejected(method, grpc.StatusCode.UNAVAILABLE)
                 context.set_code(grpc.StatusCode.UNAVAILABLE)
                 context.set_details("server is shutting down; every frame it received was answered")
         finally:
             release()
 
     def SwapImage(self, request: swap_pb2.Frame, context) -> swap_pb2.SwappedFrame:
+        method = "SwapImage"
         name = dict(context.invocation_metadata()).get(MODEL_METADATA_KEY) or request.model
-        pipeline = self._pipeline(name, context)
-        settings = StreamSettings.resolve(self._config, request.options)
+        pipeline = self._pipeline(name, context, method)
+        try:
+            settings = StreamSettings.resolve(self._config, request.options)
+        except SwapError as exc:
+            self._fail(context, method, exc)
         settings.redetect_every = 1
-        reply = pipeline.swap_one(request, settings)
-        if reply.HasField("error"):
-            context.abort(_CODES.get(reply.error.code, grpc.StatusCode.INTERNAL), reply.error.message)
-        return reply
+        result = pipeline.swap_one(request, settings)
+        self._metrics.frame(pipeline.model.name, result_name(result), result.reply)
+        if result.error is not None:
+            self._fail(context, method, result.error)
+        return result.reply
 
     def ListModels(self, request, context) -> swap_pb2.ListModelsResponse:
         out = swap_pb2.ListModelsResponse()
@@ -147,8 +232,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
 
     EXEMPT = ("/grpc.health.v1.Health/",)
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, metrics: Metrics | None = None) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._metrics = metrics or Metrics()
 
     def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method.startswith(self.EXEMPT):
@@ -157,7 +243,10 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if hmac.compare_digest(got.encode(), self._expected):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
-        return None if handler is None else _deny(handler, "missing token" if not got else "wrong token")
+        if handler is None:
+            return None
+        self._metrics.rejected(handler_call_details.method.rsplit("/", 1)[-1], grpc.StatusCode.UNAUTHENTICATED)
+        return _deny(handler, "missing token" if not got else "wrong token")
 
 
 def _deny(handler: grpc.RpcMethodHandler, why: str) -> grpc.RpcMethodHandler:
@@ -177,21 +266,35 @@ def _deny(handler: grpc.RpcMethodHandler, why: str) -> grpc.RpcMethodHandler:
 
 
 class SwapServer:
-    """A configured gRPC server around a ModelRegistry: start(), then shutdown(grace)."""
+    """A configured gRPC server around a ModelRegistry: start(), then shutdown(grace).
+
+    metrics_port: serve Prometheus metrics on http://metrics_host:metrics_port/metrics (None = off;
+    0 = any free port, see `metrics_port` after construction). markers: gives each model's
+    pipeline the function that marks its swapped faces (the provenance watermark), or None.
+    """
 
     def __init__(self, registry: ModelRegistry, *, host: str = "127.0.0.1", port: int = 0,
                  max_streams: int = 8, token: str | None = None, tls_cert: str | None = None,
                  tls_key: str | None = None, config: PipelineConfig | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1", pushback_ms: int = DEFAULT_PUSHBACK_MS,
+                 markers: Callable[[LoadedModel], FaceMarker | None] | None = None) -> None:
         if max_streams < 1:
             raise InputError("--max-streams must be >= 1")
         if (tls_cert is None) != (tls_key is None):
             raise InputError("TLS needs both --tls-cert and --tls-key")
         self.registry = registry
         self.draining = threading.Event()
-        self.servicer = FaceSwapServicer(registry, config or PipelineConfig(), max_streams, self.draining)
+        self.metrics: Metrics = PrometheusMetrics() if metrics_port is not None else Metrics()
+        self.metrics.models(len(registry.names()), len(registry.skipped))
+        for model in registry.models():
+            model.batcher.on_batch = (lambda faces, name=model.name: self.metrics.batch(name, faces))
+        # Replies over the transport's send cap would end the whole stream: the pipeline fails them per frame.
+        config = dataclasses.replace(config or PipelineConfig(), max_reply_bytes=max_message_bytes)
+        self.servicer = FaceSwapServicer(registry, config, max_streams, self.draining, self.metrics,
+                                         pushback_ms, markers)
         self.health = health.HealthServicer()
-        interceptors = [TokenAuthInterceptor(token)] if token else []
+        interceptors = [TokenAuthInterceptor(token, self.metrics)] if token else []
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -211,7 +314,7 @@ class SwapServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server)
-        address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+        address = _address(host, port)
         try:
             if tls_cert:
                 creds = grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
@@ -224,6 +327,14 @@ class SwapServer:
             raise InputError(f"cannot listen on {address}")
         self.address = address.rsplit(":", 1)[0] + f":{self.port}"
         self.tls = bool(tls_cert)
+        self.metrics_port: int | None = None
+        if metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(metrics_host, metrics_port)
+            except OSError as exc:
+                raise InputError(f"cannot serve metrics on {_address(metrics_host, metrics_port)}: "
+                                 f"{exc.strerror or exc}") from exc
+            self.metrics_address = _address(metrics_host, self.metrics_port)
 
     def start(self) -> None:
         self._server.start()
@@ -231,6 +342,8 @@ class SwapServer:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s (%s)", ", ".join(self.registry.names()), self.address,
                  "TLS" if self.tls else "plaintext")
+        if self.metrics_port is not None:
+            log.info("metrics on http://%s/metrics", self.metrics_address)
 
     def shutdown(self, grace: float = 10.0) -> None:
         """Drain: refuse new calls, answer every frame already received, end streams, stop.
@@ -244,10 +357,15 @@ class SwapServer:
         self.health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self.registry.close()
+        self.metrics.close()
         self._executor.shutdown(wait=False)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _read(path: str, what: str) -> bytes:
@@ -263,14 +381,16 @@ def run_server(models_dir: str, port: int = 0, *, host: str = "127.0.0.1", devic
                max_streams: int = 8, token: str | None = None, tls_cert: str | None = None,
                tls_key: str | None = None, config: PipelineConfig | None = None,
                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = 16,
-               intra_op_threads: int | None = None, grace: float = 5.0) -> Iterator[int]:
+               intra_op_threads: int | None = None, grace: float = 5.0, metrics_port: int | None = None,
+               pushback_ms: int = DEFAULT_PUSHBACK_MS) -> Iterator[int]:
     """Load the models under `models_dir`, serve them, yield the bound port; drain on exit."""
     registry = ModelRegistry.load(models_dir, device=device, max_batch=max_batch,
                                   intra_op_threads=intra_op_threads)
     try:
         server = SwapServer(registry, host=host, port=port, max_streams=max_streams, token=token,
                             tls_cert=tls_cert, tls_key=tls_key, config=config,
-                            max_message_bytes=max_message_bytes)
+                            max_message_bytes=max_message_bytes, metrics_port=metrics_port,
+                            pushback_ms=pushback_ms)
     except BaseException:
         registry.close()
         raise

@@ -42,10 +42,23 @@ class FaceTracker:
         self.roi_grow = roi_grow
         self._tracks: list[_Track] = []
         self._frames = 0
+        self._shape: tuple[int, int] | None = None
         self.full_detections = 0
 
+    def reset(self) -> None:
+        """Forget every track: the next frame is searched whole."""
+        self._tracks = []
+        self._frames = 0
+
     def update(self, frame: np.ndarray) -> list[Box]:
-        """Detect/track the faces of the next frame; return smoothed boxes, largest first."""
+        """Detect/track the faces of the next frame; return smoothed boxes, largest first.
+
+        A frame of another size than the last one starts afresh: boxes tracked in the old
+        frame's pixels mean nothing in the new one (and may lie outside it).
+        """
+        if frame.shape[:2] != self._shape:
+            self.reset()
+            self._shape = frame.shape[:2]
         full = not self._tracks or self._frames % self.redetect_every == 0
         self._frames += 1
         found: list[Box] = []

@@ -12,8 +12,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING_MODULES = ["swapstream.server." + m for m in
-                   ("cli", "service", "pipeline", "registry", "manifest", "session", "batcher", "tracking", "codec")]
-SERVING_MODULES += ["swapstream.server", "swapstream.clients.cli", "swapstream.clients.stream", "swapstream.clients.bench"]
+                   ("cli", "service", "pipeline", "registry", "manifest", "session", "batcher", "tracking", "metrics")]
+SERVING_MODULES += ["swapstream.server", "swapstream.clients.cli", "swapstream.clients.stream",
+                    "swapstream.clients.bench", "swapstream.faces.wire", "swapstream.faces.model_folder"]
+# What exporter, server and client share: neither TensorFlow nor gRPC.
+NEUTRAL_MODULES = ["swapstream.faces.wire", "swapstream.faces.model_folder"]
 TOP_LEVEL_FOLDERS = ["faces", "trainer", "exporter", "server", "clients"]
 
 
@@ -33,6 +36,34 @@ def test_server_and_clients_do_not_import_tensorflow_keras_or_onnx():
     loaded = _loaded_after_import(SERVING_MODULES, ["tensorflow", "keras", "onnx", "grpc", "onnxruntime"])
     assert loaded["grpc"] and loaded["onnxruntime"]  # the check looked at a real serving import
     assert not loaded["tensorflow"] and not loaded["keras"] and not loaded["onnx"], loaded
+
+
+def test_shared_contract_modules_are_neutral():
+    loaded = _loaded_after_import(NEUTRAL_MODULES, ["tensorflow", "keras", "grpc", "cv2"])
+    assert loaded["cv2"]  # the check looked at a real import
+    assert not loaded["tensorflow"] and not loaded["keras"] and not loaded["grpc"], loaded
+
+
+def test_opencv_pixel_limit_is_set_before_cv2_loads():
+    """Importing the server sets OpenCV's own decode limit (read once, when cv2 loads), so even a
+    direct cv2.imdecode refuses a frame over the server's pixel cap."""
+    code = ("import struct, sys, zlib\n"
+            "import swapstream.server\n"
+            "import cv2, numpy as np\n"
+            "from swapstream.faces.wire import MAX_PIXELS\n"
+            "side = int(MAX_PIXELS ** 0.5) + 100\n"
+            "def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))\n"
+            "rows = zlib.compress(bytes(1 + (side + 7) // 8) * side)\n"
+            "png = (b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 1, 0, 0, 0, 0))\n"
+            "       + chunk(b'IDAT', rows) + chunk(b'IEND', b''))\n"
+            "try:\n"
+            "    cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)\n"
+            "except cv2.error as exc:\n"
+            "    sys.exit(0 if 'CV_IO_MAX_IMAGE_PIXELS' in str(exc) else 3)\n"
+            "sys.exit(4)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, (done.returncode, done.stderr)
 
 
 def test_server_cli_runs_without_tensorflow(tmp_path):
