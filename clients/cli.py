@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("swapstream.clients.stream", "stream a video file or webcam through the server"),
     "bench": ("swapstream.clients.bench", "measure swap latency and throughput"),
     "demo": ("swapstream.clients.demo", "the whole chain on synthetic faces (or --a/--b videos)"),
+    "judge": ("swapstream.faces.judge_cli", "rate a swapped video with a face recognizer (dlib)"),
 }
 
 USAGE = "usage: swapstream <command> [options]\n\ncommands:\n" + "\n".join(
