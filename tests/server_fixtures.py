@@ -8,6 +8,8 @@ face region visibly changes and everything else must stay as it was.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -63,6 +65,36 @@ def unjpeg(data: bytes) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image
+
+
+def png_bytes(width: int, height: int, idat: bytes | None, bit_depth: int = 1, colour_type: int = 0) -> bytes:
+    """A PNG file of the given header (default 1-bit grey) around the compressed rows `idat`."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + (chunk(b"IDAT", idat) if idat is not None else b"")
+            + chunk(b"IEND", b""))
+
+
+def png_header_bomb(width: int = 40000, height: int = 40000) -> bytes:
+    """About 65 bytes whose header claims a huge image (OpenCV raises on it rather than returning None)."""
+    return png_bytes(width, height, zlib.compress(b"\0" * 16), bit_depth=8, colour_type=2)
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A real, valid PNG of width x height (black, 1 bit per pixel): tens of KB that decode to
+    width x height x 3 bytes of BGR (1.2 GB at the default size) in a decoder that trusts it."""
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed pixels
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return png_bytes(width, height, idat)
+
+
+def jpeg_header_bomb(width: int = 65535, height: int = 65535) -> bytes:
+    """A JPEG start-of-image and baseline frame header claiming width x height, then end of image."""
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x11\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + sof + b"\xff\xd9"
 
 
 def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
