@@ -25,8 +25,10 @@ from swapstream.clients.stream import (
     STAGES,
     USER_ERRORS,
     SwapClient,
+    add_token_arguments,
     encode_image,
     percentile,
+    resolve_token,
     windowed_replies,
 )
 from swapstream.faces.cliutil import ArgumentParser, run_cli
@@ -133,6 +135,7 @@ def _in_process_caller_factory(models_dir: str, model: str, device: str):
     """The server's registry and pipeline, without gRPC."""
     from swapstream.server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
     from swapstream.server.registry import ModelRegistry
+    from swapstream.server.service import stream_replies
 
     registry = ModelRegistry.load(models_dir, device=device)
     loaded = registry.get(model)
@@ -144,7 +147,7 @@ def _in_process_caller_factory(models_dir: str, model: str, device: str):
     settings = StreamSettings.resolve(config, None)
 
     def factory() -> Caller:
-        return lambda requests: pipeline.run_stream(requests, settings, StreamControl())
+        return lambda requests: stream_replies(pipeline, requests, settings, StreamControl())
 
     return factory, registry, loaded.provider
 
@@ -161,7 +164,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--window", type=int, default=4, help="frames in flight per stream in the pipelined runs")
     p.add_argument("--size", type=int, default=512, help="frame side in pixels (square synthetic frames)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --in-process")
-    p.add_argument("--token", default=os.environ.get("SWAPSTREAM_TOKEN"))
+    add_token_arguments(p)
     p.add_argument("--tls-ca")
     p.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="OUT.md", help="write the table as Markdown")
@@ -176,8 +179,9 @@ def run_bench(args) -> dict:
         transport, closers = "in-process", [registry.close]
     else:
         target = args.server or DEFAULT_TARGET
-        factory, clients = _grpc_caller_factory(target, args.token, args.tls_ca, args.model)
-        probe = SwapClient(target, args.token, args.tls_ca)
+        token = resolve_token(args)
+        factory, clients = _grpc_caller_factory(target, token, args.tls_ca, args.model)
+        probe = SwapClient(target, token, args.tls_ca)
         clients.append(probe)
         models = {m.name: m for m in probe.list_models()}
         if args.model not in models:

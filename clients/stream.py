@@ -46,6 +46,7 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 STAGES = ("decode", "detect", "infer", "blend", "encode", "queue", "total")
 SERVICE = "swapstream.v1.FaceSwap"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # Status codes that mean the user asked for something wrong (exit 2), not a failure (exit 1).
 USER_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
                grpc.StatusCode.PERMISSION_DENIED}
@@ -280,8 +281,18 @@ class SwapClient:
         return self._auth + (((MODEL_METADATA_KEY, model),) if model else ())
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Block until the channel connects; raise grpc.FutureTimeoutError otherwise."""
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        """Block until the target accepts a call (up to `timeout` s); raise grpc.FutureTimeoutError otherwise.
+
+        A health check with wait_for_ready, rather than grpc.channel_ready_future: that one leaves a
+        polling thread behind, which fails noisily when the channel is closed soon after.
+        """
+        check = self.channel.unary_unary(HEALTH_CHECK, request_serializer=bytes, response_deserializer=bytes)
+        try:
+            check(b"", timeout=timeout, wait_for_ready=True)  # an empty HealthCheckRequest: the whole server
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                raise grpc.FutureTimeoutError() from None
+            # Any other answer (NOT_FOUND, UNIMPLEMENTED ...) came from a server: it is reachable.
 
     def list_models(self, timeout: float = 10.0) -> list[swap_pb2.ModelInfo]:
         reply = self.stub.ListModels(swap_pb2.ListModelsRequest(), metadata=self.metadata(), timeout=timeout)
@@ -514,7 +525,8 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
                  window: int = 4, encoding: int = swap_pb2.JPEG, max_frames: int | None = None,
                  progress: bool = True, options: swap_pb2.SwapOptions | None = None,
                  codec: str | None = None, crf: int | None = None, preset: str | None = None,
-                 retry: RetryPolicy = RetryPolicy(), resume: bool = False) -> StreamSummary:
+                 retry: RetryPolicy = RetryPolicy(), resume: bool = False,
+                 on_result: Callable[[StreamResult], None] | None = None) -> StreamSummary:
     """Stream a video file (or webcam index) through the server into `out_path`.
 
     The output keeps the input's frame times, orientation (upright pixels), size and audio; a
@@ -523,6 +535,7 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
     (blend mode, colour transfer, ...) go with the first frame and hold for the stream.
     Outputs appear only when the whole stream succeeded; if it stops early (StreamIncomplete),
     the frames done are kept in OUT.partial.EXT, which `resume=True` continues from.
+    `on_result` is called with each answered frame, in order, after it was written.
     Raises InputError for bad input (missing video, unknown model, bad token).
     """
     from tqdm import tqdm
@@ -593,6 +606,8 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
                         pair.write(np.hstack([result.source, out]), pts)
                     bar.update(1)
                     bar.set_postfix(faces=summary.faces_swapped, refresh=False)
+                    if on_result is not None:
+                        on_result(result)
                 outcome = "cut" if cut_short else "complete"
             finally:
                 summary.seconds = time.perf_counter() - start
@@ -722,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
                 raise InputError(f"output folder {folder} does not exist")
+            if args.resume and not os.path.isfile(partial_path(path)):
+                raise InputError(f"nothing to resume: {partial_path(path)} does not exist")
         with SwapClient(args.server, token, args.tls_ca) as probe:
             try:
                 probe.wait_ready(args.connect_timeout)
