@@ -75,13 +75,14 @@ def bench_method(name: str, preset: str, repeats: int, size: int | None) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
+    from swapstream.trainer.methods import METHODS, shared_preset_names
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="all", help="comma list or all")
-    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--methods", default="all", help="all, or some of " + ",".join(METHODS))
+    parser.add_argument("--preset", default="cpu", help=" | ".join(shared_preset_names()))
     parser.add_argument("--size", type=int, default=None, help="override the preset's image size")
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
-    from swapstream.trainer.methods import METHODS
 
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     print("| method | px | params | convert s | parity fp32 | parity fp16 | ms/face b1: eager / tf.function / "

@@ -28,18 +28,13 @@ from swapstream.faces.faceset import load_faceset
 from swapstream.faces.files import write_json, write_png
 from swapstream.faces.video import VideoReader
 
-# Two synthetic people of the same skin tone (different hair, brows and face shape). With a dark
-# B (identity 2) the shared code learned A's mouth backwards (A's open mouth came out closed on B);
-# with identity 4 it learned it the right way round in the same number of steps
-# (docs/trainer.md, "Expression").
+# Two synthetic people of the same skin tone (different hair, brows and face shape): a shared
+# code learns the mouth of a light and a dark face in opposite directions, so the swap would
+# close A's open mouth.
 IDENTITY_A, IDENTITY_B = 1, 4
 MODEL_NAME = "demo-ae"
-# The cpu preset's `ae` with a narrower decoder (filters 64, 32, 16 instead of 128, 64, 32) and
-# bottleneck (128 instead of 256): 4.0M parameters instead of 8.6M, 1.8x the steps per minute.
-# A's closed eyes reach B on faces the network never saw (blink r 0.9) after about 5400 steps of
-# the preset's networks, 13 minutes on a 2-core CPU, or about 6500 steps of these, 8.5 minutes,
-# with B's identity, mouth and brows as well drawn (docs/trainer.md, "Eyes").
-DEMO_NETWORK = ("decoder_filters=64,32,16", "bottleneck_filters=128")
+# `ae`'s preset made for this demo's few CPU minutes (trainer/methods/ae_defaults.py).
+TRAIN_PRESET = "demo"
 
 
 class Stage:
@@ -168,12 +163,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = os.path.join(out, "run")
         shutil.rmtree(run_dir, ignore_errors=True)
-        # Learning rate 5e-4 rather than the preset's 2e-4: in the demo's few minutes only the
-        # higher rate learns the mouth (docs/trainer.md, "Expression"); it can collapse on some
-        # face sets, so a divergence goes back to the last checkpoint at half the rate.
-        stage.run(["train", "--method", "ae", "--preset", "cpu", "--a", set_a, "--b", set_b,
-                   "--out", run_dir, "--minutes", str(args.minutes), "--lr", "5e-4", "--retries", "2",
-                   *[arg for setting in DEMO_NETWORK for arg in ("--set", setting)]])
+        # The preset's learning rate can collapse on some face sets: a divergence goes back to
+        # the last checkpoint at half the rate.
+        stage.run(["train", "--method", "ae", "--preset", TRAIN_PRESET, "--a", set_a, "--b", set_b,
+                   "--out", run_dir, "--minutes", str(args.minutes), "--retries", "2"])
         model_dir = os.path.join(models, MODEL_NAME)
         stage.run(["export", run_dir, "--out", model_dir, "--force"])
 

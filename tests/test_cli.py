@@ -27,3 +27,17 @@ def test_console_script_runs_a_subcommand(tmp_path):
                            "--out", str(tmp_path / "x.npz")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+def test_train_and_compare_help_list_the_registrys_methods_and_presets(capsys):
+    from swapstream.trainer import cli as train_cli
+    from swapstream.trainer import compare
+    from swapstream.trainer.methods import METHODS
+
+    helps = []
+    for main in (train_cli.main, compare.main):
+        assert main(["--help"]) == 0
+        helps.append(" ".join(capsys.readouterr().out.split()))
+    for out in helps:
+        assert all(name in out for name in METHODS) and "tiny | cpu | gpu" in out, out
+    assert "demo (ae)" in helps[0] and "demo" not in helps[1]

@@ -45,11 +45,12 @@ def test_an_assignment_needs_key_and_value(item):
 
 
 def test_the_demos_network_is_a_narrower_cpu_ae():
-    from swapstream.clients.demo import DEMO_NETWORK
+    from swapstream.clients.demo import TRAIN_PRESET
     from swapstream.trainer.methods import build_method
 
     preset = preset_config("ae", "cpu")
-    narrow = apply_settings(preset, parse_assignments(list(DEMO_NETWORK)))
+    narrow = preset_config("ae", TRAIN_PRESET)
+    assert narrow.size == preset.size and narrow.encoder_filters == preset.encoder_filters
     counts = [build_method("ae", cfg).parameter_counts()["total"] for cfg in (preset, narrow)]
     assert counts[1] < 0.6 * counts[0]
 
@@ -69,3 +70,20 @@ def test_augment_keys_change_the_augmentation_and_are_checked():
     for key, value in (("shift", "-0.1"), ("warp_grid", "1")):
         with pytest.raises(InputError, match=f"augment {key}"):
             apply_settings(AugmentConfig(), ((key, value),), "augment")
+
+
+def test_the_demo_preset_is_what_the_demo_asked_for_with_set_and_lr(tmp_path):
+    """`--preset demo` gives the run config the demo's command line used to build from the cpu
+    preset with --set and --lr; --set still works on top of a preset."""
+    from swapstream.trainer.session import TrainRequest, _new_config
+
+    def config(**kw):
+        return _new_config(TrainRequest(out=str(tmp_path / "run"), method="ae", a="a.npz", b="b.npz", **kw), True)
+
+    old = config(preset="cpu", lr=5e-4, settings=parse_assignments(["decoder_filters=64,32,16",
+                                                                    "bottleneck_filters=128"]))
+    new = config(preset="demo")
+    assert (new.model, new.train, new.augment) == (old.model, old.train, old.augment) and new.preset == "demo"
+    assert config(preset="demo", settings=(("latent_dim", "64"),)).model.latent_dim == 64
+    with pytest.raises(InputError, match="unknown preset 'demo' for vae; valid presets: tiny, cpu, gpu"):
+        _new_config(TrainRequest(out=str(tmp_path / "r"), method="vae", a="a.npz", b="b.npz", preset="demo"), True)

@@ -36,6 +36,25 @@ def test_registry_lists_all_five_and_rejects_unknown_names():
         assert name in str(err.value)
 
 
+def test_each_methods_presets_and_config_come_from_its_defaults_module():
+    """The registry is the one list: each name's class, config class and presets agree, every
+    method has the shared presets, and a preset's batch, schedule and augmentation sit beside
+    its networks."""
+    from swapstream.trainer.methods import config_class, get_preset, preset_names, shared_preset_names
+
+    assert shared_preset_names() == ("tiny", "cpu", "gpu")
+    for name in ALL:
+        assert get_method(name).method_name == name
+        for preset in preset_names(name):
+            p = get_preset(name, preset)
+            assert type(p.model) is config_class(name), (name, preset)
+            assert p.train.batch_size > 0 and p.augment.warp_grid >= 2
+    assert get_preset("cyclegan", "cpu").train.batch_size == 4 < get_preset("ae", "cpu").train.batch_size
+    assert get_preset("ae", "cpu").augment.warp == 0.0 < get_preset("ae", "gpu").augment.warp
+    with pytest.raises(InputError, match="valid presets: tiny, cpu, gpu, demo"):
+        get_preset("ae", "huge")
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_inference_model_contract(name):
     method = build_method(name, preset_config(name, "tiny"))

@@ -1,7 +1,7 @@
 """`swapstream train`: train one method on two face sets into a run folder.
 
     swapstream train --method M --a SET_A.npz --b SET_B.npz --out RUN
-                     [--preset tiny|cpu|gpu] [--size PX] [--steps N | --minutes T] [--batch B]
+                     [--preset P] [--size PX] [--steps N | --minutes T] [--batch B]
                      [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
                      [--checkpoint-every N] [--keep K] [--lr LR] [--retries N] [--[no-]xla]
                      [--precision auto|float32|mixed_bfloat16] [--seed S] [--set KEY=VALUE ...]
@@ -20,19 +20,30 @@ import os
 import sys
 
 from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.trainer.methods import METHODS, preset_names, shared_preset_names
 from swapstream.trainer.precision import CHOICES
+from swapstream.trainer.preset import DEFAULT_PRESET, DISTRIBUTE_CHOICES
 from swapstream.trainer.settings import parse_assignments
 
 PROG = "swapstream train"
 
 
+def preset_help() -> str:
+    """The presets, from the registry: those every method has, then each method's own."""
+    shared = shared_preset_names()
+    own = {m: [p for p in preset_names(m) if p not in shared] for m in METHODS}
+    return (f"networks, schedule and augmentation to start from: {' | '.join(shared)} (every method)"
+            + "".join(f"; {' | '.join(names)} ({m})" for m, names in own.items() if names)
+            + f" (default {DEFAULT_PRESET})")
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Train a face-swap method on two face sets.")
-    p.add_argument("--method", help="ae | vae | conv-vae | vae-gan | cyclegan")
+    p.add_argument("--method", help=" | ".join(METHODS))
     p.add_argument("--a", help="face set of identity A (.npz from `swapstream extract`)")
     p.add_argument("--b", help="face set of identity B")
     p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--preset", help="network size preset: tiny | cpu | gpu (default cpu)")
+    p.add_argument("--preset", help=preset_help())
     p.add_argument("--size", type=int, help="training image size in pixels (default: the preset's)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="total training steps of the run")
@@ -54,12 +65,13 @@ def build_parser() -> ArgumentParser:
                         "augmentation with augment.KEY, e.g. --set augment.rotation_deg=0; repeatable")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    p.add_argument("--distribute", default="none", help="none | mirrored | multiworker (TF_CONFIG)")
+    p.add_argument("--distribute", default="none",
+                   help=f"{' | '.join(DISTRIBUTE_CHOICES)} (multiworker reads the cluster from TF_CONFIG)")
     p.add_argument("--logical-cpus", type=int, default=0,
                    help="split the CPU into N devices (test mirrored training without GPUs)")
-    p.add_argument("--log-every", type=int, help="steps per logged loss window (default 50)")
-    p.add_argument("--preview-every", type=int, help="steps between preview grids (default 500)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    p.add_argument("--log-every", type=int, help="steps per logged loss window (default: the preset's)")
+    p.add_argument("--preview-every", type=int, help="steps between preview grids (default: the preset's)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: the preset's)")
     p.add_argument("--keep", type=int, help="checkpoints to keep (default 3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

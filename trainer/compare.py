@@ -37,9 +37,10 @@ from swapstream.faces.errors import InputError
 from swapstream.faces.faceset import FaceSet, load_faceset, save_faceset
 from swapstream.faces.files import write_png, write_text
 from swapstream.trainer import evaluate as ev
+from swapstream.trainer.methods import METHODS, get_preset, shared_preset_names
+from swapstream.trainer.preset import DEFAULT_PRESET
 
 PROG = "swapstream compare"
-ALL_METHODS = ("ae", "vae", "conv-vae", "vae-gan", "cyclegan")  # the registry's names, in thesis order
 GRID_CELL = 112  # pixels per face in grid.png
 JUDGE_SIZE = 64  # the identity classifier and pose regressor look at 64 px faces
 
@@ -56,11 +57,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--a", required=True, help="face set of identity A (.npz)")
     parser.add_argument("--b", required=True, help="face set of identity B (.npz)")
     parser.add_argument("--out", required=True, help="report folder (grid.png, metrics.json, report.md)")
-    parser.add_argument("--methods", default="all", help="all, or a comma-separated list (e.g. ae,cyclegan)")
+    parser.add_argument("--methods", default="all",
+                        help=f"all, or a comma-separated list of {', '.join(METHODS)} (default all)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="training steps per method")
     budget.add_argument("--minutes-per-method", type=float, help="training minutes per method (default 10)")
-    parser.add_argument("--preset", default="cpu", help="trainer preset (tiny|cpu|gpu; default cpu)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"trainer preset every method has: {' | '.join(shared_preset_names())} "
+                             f"(default {DEFAULT_PRESET})")
     parser.add_argument("--size", type=int, help="training image size (default: the preset's)")
     parser.add_argument("--batch", type=int, help="batch size for every method (default: the preset's)")
     parser.add_argument("--runs", help="folder of the training runs (default REPORT_DIR/runs)")
@@ -75,11 +79,11 @@ def build_parser() -> ArgumentParser:
 def parse_methods(text: str) -> list[str]:
     """'all' or 'm1,m2' -> method names, checked against the registry's."""
     if text.strip() == "all":
-        return list(ALL_METHODS)
+        return list(METHODS)
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ALL_METHODS]
+    unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or text!r}; valid: all, {', '.join(ALL_METHODS)}")
+        raise InputError(f"unknown method(s) {', '.join(unknown) or text!r}; valid: all, {', '.join(METHODS)}")
     if len(set(names)) != len(names):
         raise InputError(f"--methods names a method twice: {text}")
     return names
@@ -569,6 +573,8 @@ class Comparison:
 def compare(args) -> Comparison:
     """Train, judge, report. exit_code is 0, or 1 when some method failed to train or load."""
     methods = parse_methods(args.methods)
+    for method in methods:  # before anything is trained: every method must have the preset
+        get_preset(method, args.preset)
     if args.steps is not None and args.steps <= 0:
         raise InputError(f"--steps must be > 0, got {args.steps}")
     if args.minutes_per_method is not None and args.minutes_per_method <= 0:

@@ -20,42 +20,10 @@ import yaml
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_text
-from swapstream.trainer.data import AugmentConfig
 from swapstream.trainer.methods import config_class
+from swapstream.trainer.preset import AugmentConfig, TrainConfig
 
 CONFIG_FILE = "config.yaml"
-DISTRIBUTE_CHOICES = ("none", "mirrored", "multiworker")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation schedule and bookkeeping."""
-
-    batch_size: int = 16
-    steps: int | None = None  # total steps of the run (a resumed run continues up to it)
-    minutes: float | None = None  # wall-clock budget of one training session
-    log_every: int = 50  # window (steps) over which logged losses are averaged
-    checkpoint_every: int = 500
-    preview_every: int = 500
-    keep: int = 3
-    seed: int = 0
-    distribute: str = "none"
-    logical_cpus: int = 0  # split the host CPU into N logical devices (to test mirrored on CPU)
-
-    def validate(self) -> None:
-        flags = {"batch_size": "--batch", "log_every": "--log-every", "keep": "--keep",
-                 "checkpoint_every": "--checkpoint-every", "preview_every": "--preview-every"}
-        for name, flag in flags.items():
-            if getattr(self, name) <= 0:
-                raise InputError(f"{flag} must be > 0, got {getattr(self, name)}")
-        if self.steps is None and self.minutes is None:
-            raise InputError("give --steps N or --minutes T")
-        if self.steps is not None and self.steps <= 0:
-            raise InputError(f"--steps must be > 0, got {self.steps}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise InputError(f"--minutes must be > 0, got {self.minutes}")
-        if self.distribute not in DISTRIBUTE_CHOICES:
-            raise InputError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}")
 
 
 @dataclass(frozen=True)

@@ -19,27 +19,7 @@ import tensorflow as tf
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.faceset import FaceSet, load_faceset
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation strengths (0 switches a term off)."""
-
-    rotation_deg: float = 10.0
-    zoom: float = 0.05
-    shift: float = 0.05  # fraction of the image side
-    warp: float = 0.025  # std of the control-point displacement, fraction of the side
-    warp_grid: int = 5
-    flip: bool = True
-    color_jitter: float = 0.03
-
-    def validate(self) -> None:
-        """InputError for a strength below 0 or a warp grid under 2 points."""
-        for name in ("rotation_deg", "zoom", "shift", "warp", "color_jitter"):
-            if getattr(self, name) < 0:
-                raise InputError(f"augment {name} must be >= 0, got {getattr(self, name)}")
-        if self.warp_grid < 2:
-            raise InputError(f"augment warp_grid must be >= 2, got {self.warp_grid}")
+from swapstream.trainer.preset import AugmentConfig
 
 
 @dataclass(frozen=True)

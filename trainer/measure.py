@@ -24,9 +24,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from swapstream.trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
-from swapstream.trainer.methods import METHODS, build_method, preset_config  # noqa: E402
+from swapstream.trainer.methods import (  # noqa: E402
+    METHODS,
+    build_method,
+    get_preset,
+    preset_config,
+    shared_preset_names,
+)
 from swapstream.trainer.precision import resolve_precision  # noqa: E402
-from swapstream.trainer.session import BATCH_OVERRIDES, TRAIN_DEFAULTS  # noqa: E402
 
 
 def _timed_fit(method, dataset, steps: int) -> tuple[float, float]:
@@ -51,7 +56,7 @@ def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int,
     """Figures for one method (see module docstring)."""
     cfg = preset_config(name, preset)
     cfg = dataclasses.replace(cfg, dtype_policy=resolve_precision(precision, cfg.dtype_policy))
-    batch = BATCH_OVERRIDES.get((name, preset), TRAIN_DEFAULTS[preset].batch_size)
+    batch = get_preset(name, preset).train.batch_size
     pair = load_face_pair(path_a, path_b, cfg.size)
     method = build_method(name, cfg)
     method.compile(method.default_optimizers(), jit_compile=cfg.jit_compile)
@@ -95,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m swapstream.trainer.measure", description=__doc__.split("\n")[0])
     p.add_argument("--a", required=True)
     p.add_argument("--b", required=True)
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--methods", default="all")
+    p.add_argument("--preset", default="cpu", help="a preset every method has: " + " | ".join(shared_preset_names()))
+    p.add_argument("--methods", default="all", help="all, or some of " + ",".join(METHODS))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--precision", default="auto",

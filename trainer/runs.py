@@ -11,11 +11,15 @@ the run folder is ever modified here.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from swapstream.faces.errors import InputError
 from swapstream.trainer import checkpoints
 from swapstream.trainer.config import RunConfig, read_config
-from swapstream.trainer.methods import SwapMethod, build_method
+from swapstream.trainer.methods import build_method
+
+if TYPE_CHECKING:
+    from swapstream.trainer.methods.base import SwapMethod
 
 
 def read_run_config(run_dir: str) -> RunConfig:

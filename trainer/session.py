@@ -18,31 +18,18 @@ from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_bytes, write_json
 from swapstream.trainer import checkpoints
 from swapstream.trainer.checkpoints import TrainingDiverged
-from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, TrainConfig, read_config, write_config
-from swapstream.trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces
+from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, read_config, write_config
+from swapstream.trainer.data import load_face_pair, make_dataset, preview_faces
 from swapstream.trainer.distribute import is_chief, make_strategy
 from swapstream.trainer.loop import SessionPlan, run_with_retries
-from swapstream.trainer.methods import build_method, preset_config
+from swapstream.trainer.methods import build_method, get_preset
 from swapstream.trainer.precision import resolve_precision
+from swapstream.trainer.preset import DEFAULT_PRESET, DISTRIBUTE_CHOICES
 from swapstream.trainer.settings import apply_settings, split_section
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FACES = 6
 
-# Session defaults per preset; the command line overrides them.
-TRAIN_DEFAULTS = {
-    "tiny": TrainConfig(batch_size=4, log_every=10, checkpoint_every=50, preview_every=50),
-    # Batch 8: on a CPU more, smaller steps learn faster per minute than fewer big ones.
-    "cpu": TrainConfig(batch_size=8, log_every=50, checkpoint_every=500, preview_every=250),
-    "gpu": TrainConfig(batch_size=32, log_every=100, checkpoint_every=2000, preview_every=1000),
-}
-# Augmentation per preset. The random warp (warped input, unwarped target) is what makes the
-# classic autoencoders generalise over long runs; in the minutes a CPU run gets it slows learning
-# down: 1000 steps of `ae` reconstructed A's expression and pose with preservation 0.50 without
-# it, 0.33 with it (the pose judge of `compare`; docs/trainer.md).
-AUGMENT_DEFAULTS = {"tiny": AugmentConfig(), "cpu": AugmentConfig(warp=0.0), "gpu": AugmentConfig()}
-# CycleGAN runs six generator passes per step: smaller batches give it more updates per minute.
-BATCH_OVERRIDES = {("cyclegan", "cpu"): 4, ("cyclegan", "gpu"): 8}
 
 
 @dataclass(frozen=True)
@@ -53,14 +40,14 @@ class TrainRequest:
     method: str | None = None
     a: str | None = None
     b: str | None = None
-    preset: str | None = None  # default "cpu" for a new run; a resumed run keeps its own
+    preset: str | None = None  # DEFAULT_PRESET for a new run; a resumed run keeps its own
     size: int | None = None
     steps: int | None = None
     minutes: float | None = None
     batch: int | None = None
     lr: float | None = None
     xla: bool | None = None
-    # auto|float32|mixed_bfloat16; None: "auto" for a new `cpu` run, else the preset's or run's
+    # auto|float32|mixed_bfloat16; None: the preset's choice for a new run, the run's own on resume
     precision: str | None = None
     seed: int = 0
     resume: bool = False
@@ -106,24 +93,21 @@ def _new_config(req: TrainRequest, chief: bool) -> RunConfig:
     # Other workers of a multi-worker run see the folder the chief has just made.
     if chief and os.path.exists(req.out) and (not os.path.isdir(req.out) or os.listdir(req.out)):
         raise InputError(f"{req.out} already exists; use --resume to continue it or another --out")
-    preset = req.preset or "cpu"
-    if preset not in TRAIN_DEFAULTS:
-        raise InputError(f"unknown preset {preset!r}; valid presets: {', '.join(TRAIN_DEFAULTS)}")
+    name = req.preset or DEFAULT_PRESET
+    preset = get_preset(req.method, name)
     augment_settings, model_settings = split_section(req.settings, "augment")
-    model = apply_settings(preset_config(req.method, preset, req.size), model_settings)
-    augment = apply_settings(AUGMENT_DEFAULTS[preset], augment_settings, "augment")
-    if req.precision is None and preset == "cpu":
-        req = dataclasses.replace(req, precision="auto")
+    model = preset.model if req.size is None else dataclasses.replace(preset.model, size=int(req.size))
+    model.validate()
+    model = apply_settings(model, model_settings)
+    augment = apply_settings(preset.augment, augment_settings, "augment")
+    if req.precision is None and preset.precision is not None:
+        req = dataclasses.replace(req, precision=preset.precision)
     model = _model_overrides(model, req)
-    train = dataclasses.replace(
-        TRAIN_DEFAULTS[preset],
-        batch_size=BATCH_OVERRIDES.get((req.method, preset), TRAIN_DEFAULTS[preset].batch_size),
-        steps=req.steps, minutes=req.minutes, seed=req.seed, distribute=req.distribute,
-        logical_cpus=req.logical_cpus)
-    train = dataclasses.replace(train, **_overrides(req))
+    train = dataclasses.replace(preset.train, steps=req.steps, minutes=req.minutes, seed=req.seed,
+                                distribute=req.distribute, logical_cpus=req.logical_cpus, **_overrides(req))
     data = DataConfig(a=os.path.abspath(req.a), b=os.path.abspath(req.b), margin=0.0,
                       faces_a=0, faces_b=0, source_size_a=0, source_size_b=0)
-    return RunConfig(req.method, preset, model, train, data, augment)
+    return RunConfig(req.method, name, model, train, data, augment)
 
 
 def _resumed_config(req: TrainRequest) -> RunConfig:
@@ -167,8 +151,8 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
     with a multi-device strategy should make it once (trainer.distribute.make_strategy) and pass
     it to each: TensorFlow's collective ops do not tell apart two MirroredStrategy instances.
     """
-    if req.distribute not in ("none", "mirrored", "multiworker"):
-        raise InputError(f"--distribute must be none, mirrored or multiworker, got {req.distribute!r}")
+    if req.distribute not in DISTRIBUTE_CHOICES:
+        raise InputError(f"--distribute must be one of {', '.join(DISTRIBUTE_CHOICES)}, got {req.distribute!r}")
     if req.retries < 0:
         raise InputError(f"--retries must be 0 or more, got {req.retries}")
     if req.retries and req.distribute == "multiworker":

@@ -7,35 +7,14 @@ centre (face_weight) and more on the eyes and mouth (expression_weight). Archite
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import keras
 import tensorflow as tf
 from keras import layers
 
 from swapstream.trainer import losses
 from swapstream.trainer.blocks import conv_down, to_image, upscale
-from swapstream.trainer.methods.base import ConvAutoencoderConfig, SwapMethod
-
-
-@dataclass(frozen=True)
-class AEConfig(ConvAutoencoderConfig):
-    """Autoencoder hyper-parameters (all shared with the convolutional VAE's networks)."""
-
-    method: ClassVar[str] = "ae"
-
-
-PRESETS = {
-    "tiny": AEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
-                     decoder_filters=(16, 8), learning_rate=1e-3),
-    # 2e-4: at 5e-4 (with the eyes-and-mouth weight, no warp) a 20-minute run on real faces
-    # collapsed at step 2000 (docs/trainer.md).
-    "cpu": AEConfig(learning_rate=2e-4),
-    "gpu": AEConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
-                    bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
-                    learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
-}
+from swapstream.trainer.methods.ae_defaults import AEConfig
+from swapstream.trainer.methods.base import SwapMethod
 
 
 def build_encoder(cfg: AEConfig) -> keras.Model:

@@ -6,33 +6,11 @@ convolutions down to a dense code, and pixel-shuffle upscales back up in each de
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import keras
 from keras import layers
 
 from swapstream.trainer.blocks import conv_down, to_image, upscale
-from swapstream.trainer.methods.base import ConvAutoencoderConfig
 from swapstream.trainer.methods.vae import VariationalAutoencoder
-
-
-@dataclass(frozen=True)
-class ConvVAEConfig(ConvAutoencoderConfig):
-    """Convolutional VAE hyper-parameters: the `ae` networks' fields plus the KL weight."""
-
-    method: ClassVar[str] = "conv-vae"
-    beta: float = 0.02
-
-
-PRESETS = {
-    "tiny": ConvVAEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
-                          decoder_filters=(16, 8), learning_rate=1e-3),
-    "cpu": ConvVAEConfig(learning_rate=5e-4),
-    "gpu": ConvVAEConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
-                         bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
-                         learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
-}
 
 
 def build_conv_encoder(cfg) -> keras.Model:

@@ -9,48 +9,14 @@ needs no wrapper; L1 terms are measured on the -1..1 scale of the paper. Swap = 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import tensorflow as tf
 from keras import layers
 
 from swapstream.trainer import losses
 from swapstream.trainer.blocks import instance_norm, resnet_block
-from swapstream.trainer.methods.base import SwapMethod, check_non_negative, check_positive, check_size_multiple
-
-
-@dataclass(frozen=True)
-class CycleGANConfig:
-    """CycleGAN hyper-parameters."""
-
-    size: int = 64
-    gen_filters: int = 16
-    res_blocks: int = 6
-    disc_filters: tuple[int, ...] = (32, 64, 128)
-    cycle_weight: float = 10.0
-    identity_weight: float = 0.5
-    learning_rate: float = 2e-4
-    beta_1: float = 0.5
-    dtype_policy: str = "float32"
-    jit_compile: bool = False
-
-    def validate(self) -> None:
-        check_positive(self, ("size", "gen_filters", "res_blocks", "disc_filters", "learning_rate"))
-        check_non_negative(self, ("cycle_weight", "identity_weight"))
-        # Generator halves twice; the PatchGAN halves len(disc_filters) - 1 times.
-        check_size_multiple(self.size, max(2, len(self.disc_filters) - 1), "cyclegan", minimum=16)
-
-
-PRESETS = {
-    "tiny": CycleGANConfig(size=32, gen_filters=8, res_blocks=1, disc_filters=(8, 16, 32),
-                           learning_rate=1e-3),
-    # identity_weight 5 (the paper's 0.5): on the synthetic comparison's faces it keeps A's
-    # mouth and brows much better in 15 minutes (docs/trainer.md "CycleGAN's and the dense VAE's mouths").
-    "cpu": CycleGANConfig(res_blocks=4, identity_weight=5.0),
-    "gpu": CycleGANConfig(size=128, gen_filters=64, res_blocks=9, disc_filters=(64, 128, 256, 512),
-                          dtype_policy="mixed_bfloat16"),
-}
+from swapstream.trainer.methods.base import SwapMethod
+from swapstream.trainer.methods.cyclegan_defaults import CycleGANConfig
 
 
 def build_generator(cfg: CycleGANConfig, name: str) -> keras.Model:

@@ -13,44 +13,15 @@ closed; an opening mouth adds edges on both faces alike.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import tensorflow as tf
 from keras import layers
 
-from swapstream.faces.errors import InputError
 from swapstream.trainer import losses
 from swapstream.trainer.blocks import edge_magnitude
 from swapstream.trainer.methods.ae import reconstruction_loss
-from swapstream.trainer.methods.base import SwapMethod, TrainingConfig, check_positive
-
-
-@dataclass(frozen=True)
-class VAEConfig(TrainingConfig):
-    """Dense VAE hyper-parameters."""
-
-    size: int = 64
-    hidden: tuple[int, ...] = (256, 256)
-    latent_dim: int = 128
-    beta: float = 0.02
-
-    def validate(self) -> None:
-        check_positive(self, ("size", "hidden", "latent_dim", "learning_rate"))
-        if self.size < 8:
-            raise InputError(f"size {self.size} is too small for vae (at least 8)")
-        weights = self.size * self.size * self.hidden[0]  # one input channel: the edge magnitude
-        if weights > 200_000_000:
-            raise InputError(f"size {self.size} makes the dense vae's first layer "
-                             f"{weights:,} weights; use a smaller size")
-
-
-PRESETS = {
-    "tiny": VAEConfig(size=32, hidden=(64,), latent_dim=32, learning_rate=1e-3),
-    "cpu": VAEConfig(learning_rate=5e-4),
-    "gpu": VAEConfig(size=128, hidden=(1024, 512), latent_dim=256, learning_rate=1e-4,
-                     dtype_policy="mixed_bfloat16"),
-}
+from swapstream.trainer.methods.base import SwapMethod
+from swapstream.trainer.methods.vae_defaults import VAEConfig
 
 
 def build_dense_encoder(cfg: VAEConfig) -> keras.Model:

@@ -14,59 +14,17 @@ paper loss. Three optimizers: encoder, decoder, discriminator. Swap = decoder_B(
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
-
 import keras
 import tensorflow as tf
 from keras import layers
 
-from swapstream.faces.errors import InputError
 from swapstream.trainer import losses
 from swapstream.trainer.blocks import conv_down
 from swapstream.trainer.methods.ae import reconstruction_loss
-from swapstream.trainer.methods.base import ConvAutoencoderConfig, SwapMethod, check_positive, check_size_multiple
+from swapstream.trainer.methods.base import SwapMethod
 from swapstream.trainer.methods.conv_vae import build_conv_decoder, build_conv_encoder
 from swapstream.trainer.methods.vae import MeanCodeSwap
-
-
-@dataclass(frozen=True)
-class VAEGANConfig(ConvAutoencoderConfig):
-    """VAE-GAN hyper-parameters (encoder/decoders as conv-vae, plus discriminators)."""
-
-    method: ClassVar[str] = "vae-gan"
-    disc_filters: tuple[int, ...] = (32, 64, 128, 256)
-    feature_layer: int = 3  # features after this many discriminator convolutions
-    prior_samples: bool = True  # also show the discriminators decoded N(0, I) codes (the paper)
-    beta: float = 0.02
-    gamma: float = 1.0  # weight of the feature loss in the decoder loss (the paper's gamma)
-    feature_weight: float = 1.0
-    adversarial_weight: float = 0.05
-    pixel_weight: float = 1.0
-    disc_learning_rate: float = 1e-4
-
-    def validate(self) -> None:
-        super().validate()
-        check_positive(self, ("disc_filters", "feature_layer", "disc_learning_rate"))
-        # The discriminators halve the image too.
-        check_size_multiple(self.size, len(self.disc_filters), self.method)
-        if self.feature_layer > len(self.disc_filters):
-            raise InputError(f"feature_layer {self.feature_layer} > {len(self.disc_filters)} "
-                             "discriminator layers")
-
-
-PRESETS = {
-    "tiny": VAEGANConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
-                         decoder_filters=(16, 8), disc_filters=(8, 16, 32), feature_layer=2,
-                         learning_rate=1e-3, disc_learning_rate=5e-4),
-    # Without prior samples a step costs half the decoder passes: the swap only ever decodes
-    # encoded faces, and on a CPU the saved time buys more steps.
-    "cpu": VAEGANConfig(learning_rate=5e-4, disc_learning_rate=2e-4, prior_samples=False),
-    "gpu": VAEGANConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
-                        bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
-                        disc_filters=(64, 128, 256, 512), learning_rate=5e-5,
-                        disc_learning_rate=5e-5, dtype_policy="mixed_bfloat16"),
-}
+from swapstream.trainer.methods.vae_gan_defaults import VAEGANConfig
 
 
 def build_discriminator(cfg: VAEGANConfig, name: str) -> keras.Model:

@@ -1,0 +1,75 @@
+"""The config dataclasses every method's config builds on, and the checks they share.
+
+No TensorFlow here: a run's config.yaml can be read and checked, and a preset listed, without it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from swapstream.faces.errors import InputError
+
+
+def check_positive(config, names: tuple[str, ...]) -> None:
+    """Raise InputError if any named config field (int/float or tuple of them) is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or any(v <= 0 for v in values):
+            raise InputError(f"{type(config).__name__}.{name} must be > 0, got {value!r}")
+
+
+def check_non_negative(config, names: tuple[str, ...]) -> None:
+    """Raise InputError if any named float config field (a loss weight) is < 0."""
+    for name in names:
+        if getattr(config, name) < 0:
+            raise InputError(f"{type(config).__name__}.{name} must be >= 0, got {getattr(config, name)!r}")
+
+
+def check_size_multiple(size: int, downsamples: int, method: str, minimum: int | None = None) -> None:
+    """Raise InputError unless `size` survives `downsamples` halvings (and is at least `minimum`)."""
+    step = 2**downsamples
+    minimum = minimum or step
+    if size < minimum or size % step:
+        ok = [s for s in (32, 48, 64, 96, 128, 160) if s % step == 0 and s >= minimum]
+        raise InputError(
+            f"size {size} does not fit {method}: its networks halve the image {downsamples} times, "
+            f"so the size must be a multiple of {step} and at least {minimum} (e.g. {', '.join(map(str, ok))})"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """What every autoencoder method learns with: the reconstruction loss, the optimizer, the
+    precision. Method configs add their networks' fields (frozen dataclasses, YAML-able)."""
+
+    l1_weight: float = 1.0
+    dssim_weight: float = 1.0
+    face_weight: float = 3.0
+    expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
+    learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    dtype_policy: str = "float32"
+    jit_compile: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvAutoencoderConfig(TrainingConfig):
+    """Strided 5x5 convolutions down to a dense code, pixel-shuffle upscales back up (`ae`,
+    `conv-vae`, `vae-gan`). The encoder halves the image len(encoder_filters) times; the
+    decoder starts with one upscale of the bottleneck, so it takes one filter entry fewer."""
+
+    method: ClassVar[str] = ""
+    size: int = 64
+    encoder_filters: tuple[int, ...] = (32, 64, 128, 256)
+    latent_dim: int = 256
+    bottleneck_filters: int = 256
+    decoder_filters: tuple[int, ...] = (128, 64, 32)
+
+    def validate(self) -> None:
+        check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
+                              "decoder_filters", "learning_rate"))
+        check_size_multiple(self.size, len(self.encoder_filters), self.method)
+        if len(self.decoder_filters) != len(self.encoder_filters) - 1:
+            raise InputError("decoder_filters needs one entry fewer than encoder_filters "
+                             "(the decoder starts with one upscale of the bottleneck)")
