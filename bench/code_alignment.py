@@ -20,8 +20,7 @@ import sys
 
 import numpy as np
 
-from swapstream.faces.faceset import load_faceset
-from swapstream.trainer.data import resize_faces
+from swapstream.faces.faceset import load_faceset, resize_faces
 from swapstream.trainer.evaluate import code_alignment
 
 

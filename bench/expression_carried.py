@@ -24,10 +24,9 @@ import json
 
 import numpy as np
 
-from swapstream.faces.faceset import load_faceset
+from swapstream.faces.faceset import load_faceset, resize_faces
 from swapstream.faces.files import write_png
 from swapstream.trainer import evaluate as ev
-from swapstream.trainer.data import resize_faces
 
 
 def outputs_of(method, faces: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from swapstream.faces.errors import FaceSetError
@@ -50,6 +51,20 @@ class FaceSet:
         extra = {k: (v[index] if k in per_face else v) for k, v in self.extra.items()}
         return FaceSet(self.faces[index], self.source[index], self.frame_index[index],
                        self.box[index], self.margin, extra)
+
+
+def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
+    """A batch of square face crops (N, S, S, C) at size x size, same dtype: area filter when
+    shrinking, cubic when enlarging (float crops stay within 0..1). The batch itself if S == size."""
+    arr = np.asarray(faces)
+    if arr.shape[1] == size and arr.shape[2] == size:
+        return arr
+    interp = cv2.INTER_AREA if arr.shape[1] > size else cv2.INTER_CUBIC
+    out = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in arr]).reshape(
+        len(arr), size, size, *arr.shape[3:])
+    if np.issubdtype(out.dtype, np.floating):  # cubic overshoots at edges; uint8 saturates by itself
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def save_faceset(path: str, fs: FaceSet) -> None:

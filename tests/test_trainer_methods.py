@@ -161,3 +161,21 @@ def test_expression_weight_raises_the_loss_weight_on_eyes_and_mouth_only():
     for x, y in ((12, 48), (32, 8), (2, 2), (50, 56)):
         assert weighted[y, x] == pytest.approx(plain[y, x])
     assert face_weight_map(64, 3.0, 1.0).tolist() == plain[..., None].tolist()
+
+
+def test_the_dssim_loss_is_the_ssim_of_tensorflow_under_its_weights():
+    """One SSIM: the loss's, uniformly weighted, is tf.image.ssim's; weights move it toward the
+    pixels they favour."""
+    import tensorflow as tf
+
+    from swapstream.trainer.losses import face_weight_map, ssim, weighted_dssim
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 32, 32, 3)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1).astype(np.float32)
+    want = tf.image.ssim(tf.constant(x), tf.constant(y), max_val=1.0).numpy()
+    np.testing.assert_allclose(ssim(x, y), want, atol=1e-5)
+    uniform = np.ones((32, 32, 1), np.float32)
+    assert float(weighted_dssim(x, y, uniform)) == pytest.approx(float(np.mean((1 - want) / 2)), abs=1e-5)
+    y[:, 12:20, 12:20] = 1.0 - y[:, 12:20, 12:20]  # damage the centre only
+    assert float(weighted_dssim(x, y, face_weight_map(32, 5.0))) > float(weighted_dssim(x, y, uniform))

@@ -34,7 +34,7 @@ import numpy as np
 
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
-from swapstream.faces.faceset import FaceSet, load_faceset, save_faceset
+from swapstream.faces.faceset import FaceSet, load_faceset, resize_faces, save_faceset
 from swapstream.faces.files import write_png, write_text
 from swapstream.trainer import evaluate as ev
 from swapstream.trainer.methods import METHODS, get_preset, shared_preset_names
@@ -302,13 +302,13 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
     rsa_ba = ev.structure_rsa(src_b, swap_ba, judges.groups_b)
     out["structure_rsa"] = {"a2b": rsa_ab, "b2a": rsa_ba, "mean": 0.5 * (rsa_ab["score"] + rsa_ba["score"])}
     # Sharpness relative to the real faces of the target at the same size (1 = as crisp).
-    sh_ab = ev.sharpness(swap_ab).mean() / max(ev.sharpness(ev.resize_faces(ev.as_uint8(src_b), swap_ab.shape[1])).mean(), 1e-9)
-    sh_ba = ev.sharpness(swap_ba).mean() / max(ev.sharpness(ev.resize_faces(ev.as_uint8(src_a), swap_ba.shape[1])).mean(), 1e-9)
+    sh_ab = ev.sharpness(swap_ab).mean() / max(ev.sharpness(resize_faces(ev.as_uint8(src_b), swap_ab.shape[1])).mean(), 1e-9)
+    sh_ba = ev.sharpness(swap_ba).mean() / max(ev.sharpness(resize_faces(ev.as_uint8(src_a), swap_ba.shape[1])).mean(), 1e-9)
     out["sharpness"] = {"a2b": float(sh_ab), "b2a": float(sh_ba), "mean": float(0.5 * (sh_ab + sh_ba))}
     if judges.synthetic:
         s = swap_ab.shape[1]
-        t_ab = ev.resize_faces(judges.truth_ab, s)
-        t_ba = ev.resize_faces(judges.truth_ba, s)
+        t_ab = resize_faces(judges.truth_ab, s)
+        t_ba = resize_faces(judges.truth_ba, s)
         mask = ev.face_mask(s)
         # "ssim"/"psnr": within the face ellipse, the part a swap is pasted back with;
         # "*_crop": the whole square crop, background included.
@@ -344,8 +344,8 @@ def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, s
 
     model = load_run(run_dir)
     size = int(model.config.size)
-    src_a = ev.as_float(ev.resize_faces(split_a.test.faces, size))
-    src_b = ev.as_float(ev.resize_faces(split_b.test.faces, size))
+    src_a = ev.as_float(resize_faces(split_a.test.faces, size))
+    src_b = ev.as_float(resize_faces(split_b.test.faces, size))
     net_ab, net_ba = model.inference_model("a2b"), model.inference_model("b2a")
     swap_ab = np.clip(np.asarray(net_ab.predict(src_a, batch_size=32, verbose=0)), 0.0, 1.0)
     swap_ba = np.clip(np.asarray(net_ba.predict(src_b, batch_size=32, verbose=0)), 0.0, 1.0)
@@ -601,13 +601,13 @@ def compare(args) -> Comparison:
 
     results: dict[str, dict] = {}
     ref_size = min(JUDGE_SIZE, split_a.full.size)
-    src_a_ref = ev.resize_faces(split_a.test.faces, ref_size)
-    src_b_ref = ev.resize_faces(split_b.test.faces, ref_size)
+    src_a_ref = resize_faces(split_a.test.faces, ref_size)
+    src_b_ref = resize_faces(split_b.test.faces, ref_size)
     references: dict[str, dict] = {}
     references["source copy"] = judge_swaps(judges, src_a_ref, src_a_ref, src_b_ref, src_b_ref)
     if judges.synthetic:
-        references["ground truth"] = judge_swaps(judges, src_a_ref, ev.resize_faces(judges.truth_ab, ref_size),
-                                                 src_b_ref, ev.resize_faces(judges.truth_ba, ref_size))
+        references["ground truth"] = judge_swaps(judges, src_a_ref, resize_faces(judges.truth_ab, ref_size),
+                                                 src_b_ref, resize_faces(judges.truth_ba, ref_size))
     # A "swap" that ignores its source: the target's own held-out faces, in clip order. It
     # marks the chance level of the preservation measures.
     references["target faces"] = judge_swaps(judges, src_a_ref, np.resize(src_b_ref, src_a_ref.shape),

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from swapstream.faces.errors import InputError
-from swapstream.faces.faceset import FaceSet, load_faceset
+from swapstream.faces.faceset import FaceSet, load_faceset, resize_faces
 from swapstream.trainer.preset import AugmentConfig
 
 
@@ -31,14 +31,6 @@ class FacePair:
     margin: float
     source_size_a: int
     source_size_b: int
-
-
-def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 crops to size x size (area filter down, cubic up)."""
-    if faces.shape[1] == size:
-        return faces
-    interp = cv2.INTER_AREA if faces.shape[1] > size else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in faces])
 
 
 def load_face_pair(path_a: str, path_b: str, size: int, min_faces: int = 1) -> FacePair:

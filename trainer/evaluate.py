@@ -16,7 +16,7 @@ What is measured, and why (docs/compare.md has the long form):
   change of pose and mouth scores near 1, whatever the identity it draws.
 - `inference_ms`, `read_summary`: latency per face and the trainer's own figures.
 
-TensorFlow is imported lazily, so the metrics themselves can be used without it.
+TensorFlow is imported lazily: SSIM (`trainer.losses.ssim`) and the judges need it, the other measures do not.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import numpy as np
 from swapstream.faces.crop import crop_face
 from swapstream.faces.detect import Box
 from swapstream.faces.errors import InputError
-from swapstream.faces.faceset import FaceSet
+from swapstream.faces.faceset import FaceSet, resize_faces
 from swapstream.faces.mask import ellipse_mask
 from swapstream.faces.video import VideoReader
 
@@ -60,15 +60,6 @@ def as_uint8(faces: np.ndarray) -> np.ndarray:
     return np.round(as_float(arr) * 255.0).astype(np.uint8)
 
 
-def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
-    """Resize a batch of square faces to size x size (area when shrinking), keeping dtype."""
-    arr = np.asarray(faces)
-    if arr.shape[1] == size and arr.shape[2] == size:
-        return arr
-    interp = cv2.INTER_AREA if arr.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in arr])
-
-
 # ---------------------------------------------------------------- SSIM / PSNR
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,37 +72,18 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Structural similarity of each pair of faces, shape (N,); take `.mean()` for the set.
 
-    Same definition as `tf.image.ssim(a, b, max_val=1.0)` on 0..1 images (uint8 input is
-    scaled to 0..1 first, so max_val is always 1): 11x11 Gaussian window, sigma 1.5,
-    'valid' borders, K1 0.01, K2 0.03, averaged over pixels and channels. With `mask`
+    `trainer.losses.ssim` (the definition of `tf.image.ssim(a, b, max_val=1.0)`, 11 px window)
+    on 0..1 images (uint8 input is scaled to 0..1 first, so max_val is always 1). With `mask`
     (S x S, 0..1) the SSIM map is averaged with those weights instead (e.g. the face ellipse,
     the part of the crop a swap is pasted back with).
     """
+    from swapstream.trainer.losses import ssim as tf_ssim
+
     fa, fb = _pair(a, b)
     if fa.shape[1] < 11 or fa.shape[2] < 11:
         raise ValueError(f"SSIM needs faces of at least 11x11 pixels, got {fa.shape[1:3]}")
-    g = cv2.getGaussianKernel(11, 1.5)
-    win = g @ g.T
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    r = 5
-    weights = None
-    if mask is not None:
-        weights = np.asarray(mask, np.float64)[r:-r, r:-r, None] * np.ones((1, 1, fa.shape[3]))
-
-    def blur(img: np.ndarray) -> np.ndarray:
-        return cv2.filter2D(img, -1, win, borderType=cv2.BORDER_REFLECT)[r:-r, r:-r]
-
-    out = np.empty(len(fa))
-    for i, (x, y) in enumerate(zip(fa, fb)):
-        mx, my = blur(x), blur(y)
-        sxx = blur(x * x) - mx * mx
-        syy = blur(y * y) - my * my
-        sxy = blur(x * y) - mx * my
-        lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
-        cs = (2 * sxy + c2) / (sxx + syy + c2)
-        smap = lum * cs
-        out[i] = float(smap.mean() if weights is None else (smap * weights).sum() / weights.sum())
-    return out
+    weights = None if mask is None else np.asarray(mask, np.float32)[:, :, None]
+    return np.asarray(tf_ssim(fa.astype(np.float32), fb.astype(np.float32), weights, window=11), np.float64)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Loss terms shared by the methods: masked L1, DSSIM, KL divergence, LSGAN and BCE-GAN terms.
+"""Loss terms shared by the methods: masked L1, SSIM/DSSIM, KL divergence, LSGAN and BCE-GAN terms.
 
 All take float32 images in 0..1, NHWC, and return a scalar averaged over the batch.
 """
@@ -58,24 +58,37 @@ def ssim_window(image_size: int) -> int:
     return 11 if image_size >= 64 else 7
 
 
-def weighted_dssim(y_true, y_pred, weights, window: int = 11) -> tf.Tensor:
-    """(1 - SSIM) / 2, with the SSIM map averaged under `weights` (valid region only)."""
+def ssim(x, y, weights=None, window: int = 11) -> tf.Tensor:
+    """Structural similarity of each pair of BGR images in 0..1, shape (N,): the project's one SSIM.
+
+    The definition of `tf.image.ssim(x, y, max_val=1.0)`: Gaussian window of `window` px with
+    sigma 1.5, 'valid' borders, K1 0.01, K2 0.03. The SSIM map is averaged over the channels, then
+    over the pixels, uniformly or under `weights` (S x S x 1, e.g. the face-weight map or a face
+    mask). Differentiable: the DSSIM loss below and compare's figures both use it.
+    """
+    x, y = tf.cast(x, tf.float32), tf.cast(y, tf.float32)
     kernel = tf.constant(_gaussian_kernel(window, 1.5))
 
-    def blur(x):
-        return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding="VALID")
+    def blur(t):
+        return tf.nn.depthwise_conv2d(t, kernel, strides=[1, 1, 1, 1], padding="VALID")
 
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(y_true), blur(y_pred)
-    sxx = blur(y_true * y_true) - mu_x * mu_x
-    syy = blur(y_pred * y_pred) - mu_y * mu_y
-    sxy = blur(y_true * y_pred) - mu_x * mu_y
-    ssim = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
-    ssim = tf.reduce_mean(ssim, axis=-1, keepdims=True)
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x * mu_x
+    syy = blur(y * y) - mu_y * mu_y
+    sxy = blur(x * y) - mu_x * mu_y
+    smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    smap = tf.reduce_mean(smap, axis=-1, keepdims=True)
+    if weights is None:
+        return tf.reduce_mean(smap, axis=[1, 2, 3])
     half = (window - 1) // 2
-    w = tf.convert_to_tensor(weights)[half:-half, half:-half, :]
-    mean_ssim = tf.reduce_sum(ssim * w, axis=[1, 2, 3]) / tf.reduce_sum(w)
-    return tf.reduce_mean((1.0 - mean_ssim) / 2.0)
+    w = tf.cast(tf.convert_to_tensor(weights), tf.float32)[half:-half, half:-half, :]
+    return tf.reduce_sum(smap * w, axis=[1, 2, 3]) / tf.reduce_sum(w)
+
+
+def weighted_dssim(y_true, y_pred, weights, window: int = 11) -> tf.Tensor:
+    """(1 - SSIM) / 2 averaged over the batch, with the SSIM map averaged under `weights`."""
+    return tf.reduce_mean((1.0 - ssim(y_true, y_pred, weights, window)) / 2.0)
 
 
 def kl_divergence(mu, logvar) -> tf.Tensor:
