@@ -18,7 +18,7 @@ import onnx
 from swapstream.exporter.convert import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAMES, convert_keras
 from swapstream.exporter.folder import check_destination, discard_staging, make_staging_folder, move_into_place
 from swapstream.exporter.parity import TOLERANCE, ParityResult, compare, keras_outputs, onnx_outputs, parity_faces
-from swapstream.server.manifest import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
+from swapstream.faces.model_folder import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
 
 EXTERNAL_DATA_FILE = MODEL_FILE + ".data"
 
@@ -129,7 +129,7 @@ def _export_into(model, folder: str, spec: ExportSpec, name: str, log) -> Export
         folder, method=spec.method, direction=spec.direction, crop_size=spec.crop_size,
         crop_margin=spec.crop_margin, input_name=INPUT_NAME, output_name=OUTPUT_NAMES[0],
         precision=spec.precision, mask_output_name=OUTPUT_NAMES[1] if has_mask else None)
-    os.chmod(write_manifest(folder, manifest), 0o644)  # readable by a server running as another user
+    write_manifest(folder, manifest)
     load_manifest(folder)  # the server's own validation, before anything becomes visible
     timings["total"] = time.perf_counter() - t0
     return ExportResult(folder, results, timings, dfm_path)

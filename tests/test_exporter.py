@@ -17,7 +17,7 @@ from swapstream.exporter.export import ExportSpec, ParityError, export_model  # 
 from swapstream.exporter.parity import parity_faces  # noqa: E402
 from swapstream.faces.errors import InputError  # noqa: E402
 from swapstream.faces.mask import ellipse_mask  # noqa: E402
-from swapstream.server.manifest import load_manifest  # noqa: E402
+from swapstream.faces.model_folder import load_manifest  # noqa: E402
 from tests.exporter_fixtures import tiny_autoencoder, tiny_generator  # noqa: E402
 
 S = 16
@@ -51,6 +51,7 @@ def test_export_parity_manifest_and_metadata(tmp_path, faces, fp16, tol):
     result = export_model(model, str(out), _spec(fp16=fp16), log=lambda m: None)
 
     assert sorted(os.listdir(out)) == ["manifest.json", "model.onnx"]
+    assert os.stat(out / "manifest.json").st_mode & 0o777 == 0o644  # readable by a server of another user
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")], "temporary folder left behind"
     manifest = load_manifest(str(out))  # the server's validation: hash, names, shapes, dtypes
     assert (manifest.method, manifest.direction, manifest.crop_size, manifest.crop_margin) == ("ae", "a2b", S, 0.2)

@@ -16,7 +16,7 @@ from swapstream.exporter.convert import ConversionError, convert_keras  # noqa: 
 from swapstream.exporter.fp16 import to_fp16  # noqa: E402
 from swapstream.exporter.parity import keras_outputs, parity_faces  # noqa: E402
 from swapstream.exporter.runs import float32_inference_model  # noqa: E402
-from swapstream.server.manifest import load_manifest  # noqa: E402
+from swapstream.faces.model_folder import load_manifest  # noqa: E402
 from swapstream.trainer.cli import main as train_main  # noqa: E402
 from swapstream.trainer.methods import METHODS, build_method, preset_config  # noqa: E402
 from tests.trainer_fixtures import make_pair  # noqa: E402
