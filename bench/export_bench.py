@@ -1,9 +1,9 @@
 """Export cost: swapstream's exporter against plain `tf2onnx.convert.from_keras`, same run.
 
 Builds an ~88M-parameter 64 px autoencoder (encoder 128-256-512-1024 strided 5x5 convs,
-dense 1120, pixel-shuffle decoder back up: the size the exporter issue measured at 175 s and
-18 GB with from_keras) and exports it once per variant, each in its own child process so that
-the child's peak RSS (os.wait4's ru_maxrss) is that variant's alone:
+dense 1120, pixel-shuffle decoder back up: big enough for from_keras's cost in time and memory
+to show) and exports it once per variant, each in its own child process so that the child's
+peak RSS (os.wait4's ru_maxrss) is that variant's alone:
 
   floor       build the model and run Keras once: the memory any variant needs anyway
   swapstream  exporter.export.export_model: convert, save, parity check, manifest

@@ -1,12 +1,12 @@
 """Keras Functional model -> ONNX, fast and lean, with tf2onnx as the op-mapping library.
 
-Why not `tf2onnx.convert.from_keras`: on an 88M-parameter autoencoder it takes ~175 s and
-~18 GB. The time and memory do not go into mapping ops (the graph has a few dozen nodes) but
-into carrying the *weights* through every stage: TensorFlow freezes the variables into graph
-constants and runs grappler over them; tf2onnx then keeps each constant as an ONNX TensorProto
-inside its node and, after every one of its ~12 optimizer passes (repeated until nothing
-changes), deep-copies the whole graph (for error recovery) and re-serialises every node,
-weights included, into its NodeProto (`Graph.update_proto`). See docs/exporter.md.
+Why not `tf2onnx.convert.from_keras`: on a big model its time and memory grow with the
+weights, not with the op mapping (the graph has a few dozen nodes): TensorFlow freezes the
+variables into graph constants and runs grappler over them; tf2onnx then keeps each constant as
+an ONNX TensorProto inside its node and, after every one of its optimizer passes (repeated
+until nothing changes), deep-copies the whole graph (for error recovery) and re-serialises every
+node, weights included, into its NodeProto (`Graph.update_proto`). bench/export_bench.py
+measures both ways.
 
 So the weights never enter TensorFlow's graph or tf2onnx here:
 

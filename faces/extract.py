@@ -1,6 +1,6 @@
 """`swapstream extract`: build a face set (.npz) from videos of one person.
 
-The thesis' data preparation: every Nth frame, Haar detection, a square crop with a margin,
+The data preparation: every Nth frame, Haar detection, a square crop with a margin,
 resize, drop blurry crops and near-duplicates, save uncompressed.
 """
 from __future__ import annotations

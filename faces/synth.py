@@ -285,9 +285,8 @@ def pose_sequence(n_frames: int, seed: int = 0, fps: float = 25.0) -> list[Pose]
     for tb in _events(blink_rng, t_end, mean_gap=3.2, min_gap=1.2):
         blink = np.maximum(blink, np.exp(-(((t - tb) / 0.07) ** 2)))
     # Eyes held closed for a moment (0.2-0.6 s) every four seconds or so. Plain blinks close
-    # the eyes in about 3% of frames, too few for a network to learn them within minutes
-    # (docs/trainer.md, "Eyes"); a take made for training asks its subject to close the eyes
-    # now and then.
+    # the eyes in too few frames for a network to learn them within minutes; a take made for
+    # training asks its subject to close the eyes now and then.
     ramp = 0.08
     for tc in _events(closure_rng, t_end, mean_gap=4.0, min_gap=2.0):
         hold = closure_rng.uniform(0.2, 0.6)

@@ -18,7 +18,7 @@ then each trained model swaps the held-out faces and is judged:
 - the trainer's reconstruction loss and images/s (RUN/summary.json), inference ms per face.
 
 The ranking weighs resemblance to the target and preservation of the source's expression and
-pose equally (thesis section 2.2). Writes REPORT_DIR/grid.png, metrics.json and report.md.
+pose equally. Writes REPORT_DIR/grid.png, metrics.json and report.md.
 """
 from __future__ import annotations
 
@@ -460,8 +460,8 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     else:
         lines.append("- Expression/pose preservation proxy (no ground truth): HOG structure RSA over face, eyes "
                      "and mouth (trainer/evaluate.py `structure_rsa`; docs/compare.md says why).")
-    lines += ["- Timings were measured on a shared 2-core CPU while other jobs ran: compare them "
-              "within this table only.", ""]
+    lines += ["- Timings come from one run on this machine, which may have been busy with other jobs: "
+              "compare them within this table only.", ""]
     head = ["method", "score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
     if synthetic:
         head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]

@@ -78,9 +78,9 @@ def preview_faces(faces: np.ndarray, count: int) -> np.ndarray:
 def augment_batch(images: np.ndarray, seed, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
     """(warped, target) float32 0..1 from a uint8 batch (B,S,S,3); randomness from `seed` (ints).
 
-    NumPy and OpenCV rather than TensorFlow ops: cv2.remap resamples a 64 px face in
-    microseconds, so the input pipeline stays a small fraction of even the fastest train step
-    on a 2-core CPU (docs/trainer.md has the figures).
+    NumPy and OpenCV rather than TensorFlow ops: cv2.remap is cheap enough that the input
+    pipeline stays a small fraction of a train step (`python -m swapstream.trainer.measure`
+    reports that overhead).
     """
     rng = np.random.default_rng([int(s) for s in seed])
     images = np.asarray(images, dtype=np.float32) / 255.0

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 # Where the eyes (brows included) and the mouth sit in a crop cut by `extract` (Haar box plus
 # margin), as centre x, centre y, half-width, half-height in fractions of the side. Read off
-# the mean faces of the synthetic and the real face sets (docs/trainer.md).
+# mean faces of synthetic and real face sets.
 FEATURE_REGIONS = ((0.365, 0.42, 0.10, 0.07), (0.635, 0.42, 0.10, 0.07), (0.50, 0.655, 0.14, 0.09))
 
 

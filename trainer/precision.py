@@ -2,8 +2,8 @@
 
 Keras' `mixed_bfloat16` computes convolutions and dense layers in bfloat16 and keeps the
 weights in float32. On a CPU that has bfloat16 instructions (AVX512-BF16 or AMX) oneDNN runs
-those layers faster than in float32: `ae` with the `cpu` preset trained at 117 images/s instead
-of 75.5 on this 2-core box (docs/trainer.md). Without such instructions bfloat16 is emulated and
+those layers faster than in float32 (`python -m swapstream.trainer.measure --precision
+float32,mixed_bfloat16` shows by how much). Without such instructions bfloat16 is emulated and
 slower, so a CPU run only uses it where the processor says it has them.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`vae`: the dense variational autoencoder (fully connected encoder and decoders).
 
-The thesis' "dense VAE": a shared MLP encoder gives mu and log-variance of a Gaussian code,
+The "dense VAE": a shared MLP encoder gives mu and log-variance of a Gaussian code,
 z = mu + sigma * eps (reparameterisation trick), and one MLP decoder per identity paints the
 face. Loss = reconstruction (weighted L1 + DSSIM) + beta * KL, with KL summed over the code and
 divided by the number of pixel values so beta does not depend on the size. The swap uses mu (no
