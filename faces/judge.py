@@ -48,7 +48,9 @@ REFERENCE_FRAMES = 120       # at most this many frames of each reference clip a
 EXPRESSION_NAMES = ("mouth", "eyes", "turn")
 
 # iBUG 68-point layout (0-based).
-_JAW_LEFT, _JAW_RIGHT, _NOSE_TIP = 0, 16, 30
+_OUTLINE = slice(0, 17)
+_OUTLINE_LEFT, _OUTLINE_RIGHT = 0, 16
+_NOSE = slice(27, 36)
 _EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
 _INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 
@@ -142,9 +144,11 @@ def expression_features(landmarks: np.ndarray) -> np.ndarray:
     """Mouth opening, eye openness and head turn of one face from its 68 landmarks.
 
     mouth: mean gap of the inner lips over the distance between the eye centres; eyes: the
-    eye aspect ratio (lid gap over eye width), both eyes averaged; turn: (a - b) / (a + b) with
-    a, b the distances from the nose tip to the two ends of the jaw line (0 facing the camera).
-    All three are free of the face's size in the frame.
+    eye aspect ratio (lid gap over eye width), both eyes averaged; turn: with the eye line
+    levelled, how far the nose's nine points sit from the middle of the 17-point outline, over
+    the outline's width (0 facing the camera). Averaging many points keeps the turn steady on
+    blurred faces, where the single jaw ends wander. All three are free of the face's size and
+    roll in the frame.
     """
     p = np.asarray(landmarks, dtype=np.float64)
     if p.shape != (68, 2):
@@ -157,8 +161,9 @@ def expression_features(landmarks: np.ndarray) -> np.ndarray:
     interocular = max(float(np.hypot(*(eye_centres[0] - eye_centres[1]))), 1e-6)
     mouth = np.mean([dist(i, j) for i, j in _INNER_LIP_PAIRS]) / interocular
     ears = [(dist(e[1], e[5]) + dist(e[2], e[4])) / (2.0 * max(dist(e[0], e[3]), 1e-6)) for e in _EYES]
-    a, b = dist(_NOSE_TIP, _JAW_LEFT), dist(_NOSE_TIP, _JAW_RIGHT)
-    turn = (a - b) / max(a + b, 1e-6)
+    across = (eye_centres[1] - eye_centres[0]) / interocular
+    x = p @ across  # coordinates along the levelled eye line
+    turn = (x[_NOSE].mean() - x[_OUTLINE].mean()) / max(x[_OUTLINE_RIGHT] - x[_OUTLINE_LEFT], 1e-6)
     return np.array([mouth, float(np.mean(ears)), turn], dtype=np.float64)
 
 
