@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("swapstream.clients.bench", "measure swap latency and throughput"),
     "demo": ("swapstream.clients.demo", "the whole chain on synthetic faces (or --a/--b videos)"),
     "judge": ("swapstream.faces.judge_cli", "rate a swapped video with a face recognizer (dlib)"),
+    "verify": ("swapstream.clients.verify", "is a video or image a swap? read its watermark and C2PA credential"),
 }
 
 USAGE = "usage: swapstream <command> [options]\n\ncommands:\n" + "\n".join(

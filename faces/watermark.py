@@ -31,6 +31,7 @@ and the `verify` client both import it.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,9 +44,9 @@ N_BITS = 32
 # above most of the face's own energy, and low enough for H.264 crf 23 to keep (its sub-pixel
 # motion compensation blurs finer patterns away within a few inter frames; 0.10-0.28 was tried).
 BAND = (0.06, 0.18)
-# Detector pre-filter: a difference of Gaussians (sigmas in px) matched to BAND, and the sigma
-# of the local variance that weights it.
-PREFILTER = (0.7, 2.5, 4.0)
+# Detector pre-filter: a difference of Gaussians (sigmas in px) matched to BAND, and the box
+# (px) over which the local variance that weights it is taken.
+PREFILTER = (0.7, 2.5, 9)
 PILOT_SHARE = 0.2  # share of the mark's power spent on the pilot (finding it), the rest on the bits
 DEFAULT_STRENGTH = 2.0  # RMS of the mark in luma levels (0..255) where the region's weight is 1
 # Score threshold in standard deviations; the best of ~4096 shifts x up to hundreds of windows
@@ -75,6 +76,12 @@ def model_id(model_name: str, manifest_sha256: str) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def manifest_sha256(model_dir: str | os.PathLike) -> str:
+    """sha256 (hex) of a model folder's manifest.json: with the folder's name, the model's identity."""
+    with open(os.path.join(model_dir, "manifest.json"), "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
 def _key_bytes(key: str | bytes) -> bytes:
     if isinstance(key, str):
         key = key.encode()
@@ -89,6 +96,7 @@ class _KeyTables:
     spectra: np.ndarray  # conj(rfft2(patterns)), for the detector's correlations
     band: np.ndarray  # rfft2-shaped weights of the in-band frequencies (for the null variance)
     band_size: float  # how many frequencies of the full TILE x TILE spectrum lie in the band
+    band_index: tuple[np.ndarray, np.ndarray]  # (rows, cols) of the band's rfft2 bins
 
 
 @lru_cache(maxsize=16)
@@ -114,7 +122,8 @@ def _tables(key: bytes) -> _KeyTables:
     band_size = float(weights.sum())
     weights = (weights / band_size).astype(np.float32)
     weights.setflags(write=False)
-    return _KeyTables(patterns=patterns, spectra=spectra, band=weights, band_size=band_size)
+    return _KeyTables(patterns=patterns, spectra=spectra, band=weights, band_size=band_size,
+                      band_index=np.nonzero(np.broadcast_to(band, weights.shape)))
 
 
 def _payload_signs(payload: int) -> np.ndarray:
@@ -213,7 +222,7 @@ def _whitened(frame_bgr: np.ndarray) -> np.ndarray:
     """Band-pass luma weighted by its local inverse variance: the face is the noise here."""
     luma = cv2.transform(frame_bgr, _LUMA[None, :]).astype(np.float32)
     band = cv2.GaussianBlur(luma, (0, 0), PREFILTER[0]) - cv2.GaussianBlur(luma, (0, 0), PREFILTER[1])
-    var = cv2.GaussianBlur(band * band, (0, 0), PREFILTER[2])
+    var = cv2.blur(band * band, (PREFILTER[2], PREFILTER[2]))
     return band / (var + 1.0)
 
 
@@ -239,16 +248,20 @@ def analyze(frame_bgr: np.ndarray, key: str | bytes = PUBLIC_KEY,
         return Detection(False, None, 0.0, np.zeros(N_BITS, np.float32), None, None)
     f = _whitened(frame_bgr)[:ht * TILE, :wt * TILE]
     tiles = f.reshape(ht, TILE, wt, TILE).transpose(0, 2, 1, 3)  # (ht, wt, TILE, TILE)
-    acc = np.zeros((ht + 1, wt + 1, TILE, TILE // 2 + 1), np.complex64)
-    acc[1:, 1:] = np.fft.rfft2(tiles).cumsum(0).cumsum(1)
+    # Only the band's frequencies carry the mark: fold and sum those alone (a tenth of the spectrum).
+    rows, cols = t.band_index
+    acc = np.zeros((ht + 1, wt + 1, rows.size), np.complex64)
+    acc[1:, 1:] = np.fft.rfft2(tiles)[:, :, rows, cols].cumsum(0).cumsum(1)
     r = _windows(ht, wt)
     y0, x0, y1, x1 = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
     # A window's spectrum is the spectrum of its tiles folded onto one (the pattern is periodic).
     spec = acc[y1, x1] - acc[y0, x1] - acc[y1, x0] + acc[y0, x0]
     # Null variance of a correlation with a random pattern of this band: the band's mean power.
-    var = (np.abs(spec) ** 2 * t.band).sum((1, 2))
+    var = (np.abs(spec) ** 2 * t.band[rows, cols]).sum(1)
     # Circular cross-correlation with the pilot at every shift s: sum_x fold(x) * pilot(x - s).
-    maps = np.fft.irfft2(spec * t.spectra[0], s=(TILE, TILE)).reshape(len(r), -1)
+    full = np.zeros((len(r), TILE, TILE // 2 + 1), np.complex64)
+    full[:, rows, cols] = spec * t.spectra[0][rows, cols]
+    maps = np.fft.irfft2(full, s=(TILE, TILE)).reshape(len(r), -1)
     idx = maps.argmax(1)
     z = maps[np.arange(len(r)), idx] / np.sqrt(np.maximum(var, 1e-12))
     best = int(np.argmax(z))
@@ -258,7 +271,9 @@ def analyze(frame_bgr: np.ndarray, key: str | bytes = PUBLIC_KEY,
     # At the best window and shift: every pattern's correlation with the fold, and the null
     # variance again without the power those 33 patterns explain (the mark itself would
     # otherwise cap every z near sqrt(share * band size) however strong it is).
-    fold = np.roll(np.fft.irfft2(spec[best], s=(TILE, TILE)), (-sy, -sx), axis=(0, 1))
+    window = np.zeros((TILE, TILE // 2 + 1), np.complex64)
+    window[rows, cols] = spec[best]
+    fold = np.roll(np.fft.irfft2(window, s=(TILE, TILE)), (-sy, -sx), axis=(0, 1))
     corr = t.patterns.reshape(1 + N_BITS, -1) @ fold.reshape(-1)
     resid = var[best] - float((corr * corr).sum()) / t.band_size
     sd = np.sqrt(max(resid, var[best] * 1e-6, 1e-12))

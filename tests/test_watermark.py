@@ -1,0 +1,172 @@
+"""The provenance watermark (faces/watermark.py) and `swapstream verify` on marked and unmarked media."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from swapstream.clients import verify
+from swapstream.faces import watermark as wm
+from swapstream.faces.synth import pose_sequence, render_face
+
+PAYLOAD = wm.model_id("ae-demo", "0" * 64)
+FACE_BOX = (51, 60, 152, 152)  # the Haar box of render_face's face in a 256x256 frame
+
+
+def _frames(n: int, seed: int = 3, size: int = 256) -> list[np.ndarray]:
+    return [render_face(seed, pose, (size, size)) for pose in pose_sequence(n, seed=seed)]
+
+
+def _jpeg(frame: np.ndarray, quality: int = 75) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def test_model_id_is_32_bits_and_depends_on_name_and_manifest():
+    a = wm.model_id("m", "ab" * 32)
+    assert 0 <= a < 2**32
+    assert a == wm.model_id("m", "ab" * 32)
+    assert a != wm.model_id("n", "ab" * 32)
+    assert a != wm.model_id("m", "cd" * 32)
+
+
+def test_embed_is_pure_and_local():
+    frame = _frames(1)[0]
+    before = frame.copy()
+    marked = wm.embed(frame, FACE_BOX, PAYLOAD)
+    assert np.array_equal(frame, before), "embed must not modify its input"
+    x, y, w, h = FACE_BOX
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y:y + h, x:x + w] = False
+    assert np.array_equal(marked[outside], frame[outside]), "the mark stays inside the region"
+    diff = marked[y:y + h, x:x + w].astype(float) - frame[y:y + h, x:x + w]
+    psnr = 10 * np.log10(255**2 / (diff**2).mean())
+    assert 38 < psnr < 50
+    # The same delta on B, G and R: the chroma is left alone (up to clipping and rounding).
+    assert np.abs(diff[..., 0] - diff[..., 2]).mean() < 0.5
+
+
+@pytest.mark.parametrize("quality", [None, 75])
+def test_detect_finds_the_payload_after_jpeg(quality):
+    for frame in _frames(3):
+        marked = wm.embed(frame, FACE_BOX, PAYLOAD)
+        if quality:
+            marked = _jpeg(marked, quality)
+        found, payload, score = wm.detect(marked)
+        assert found and payload == PAYLOAD, score
+        assert score > wm.DEFAULT_THRESHOLD
+
+
+def test_unmarked_and_wrong_key_are_not_found():
+    for frame in _frames(3, seed=11):
+        found, payload, score = wm.detect(frame)
+        assert not found and payload is None and score < wm.DEFAULT_THRESHOLD
+        marked = wm.embed(frame, FACE_BOX, PAYLOAD, key="operator-secret")
+        assert not wm.detect(marked, key="someone-else")[0]
+        assert wm.detect(marked, key="operator-secret")[1] == PAYLOAD
+
+
+def test_detector_finds_any_anchor_and_a_mask_region():
+    frame = cv2.resize(_frames(1)[0], (640, 360))
+    mask = np.zeros(frame.shape[:2], np.float32)
+    cv2.ellipse(mask, (400, 180), (90, 120), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 8)
+    d = wm.analyze(wm.embed(frame, mask, PAYLOAD, anchor=(37, 13)))
+    assert d.found and d.payload == PAYLOAD
+    assert d.shift == (37 % wm.TILE, 13 % wm.TILE)
+    bx, by, bw, bh = d.box
+    assert bx <= 400 <= bx + bw and by <= 180 <= by + bh, "the best window covers the marked face"
+
+
+def test_h264_reencode_keeps_the_mark():
+    av = pytest.importorskip("av")
+    import io
+
+    # A 223 px face: the detector's smallest window is 2x2 tiles (128 px), and a codec leaves
+    # less of the mark on a small, flat cartoon face than on a real one.
+    frames = [wm.embed(f, (77, 91, 223, 223), PAYLOAD) for f in _frames(12, size=384)]
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 384, 384, "yuv420p"
+        stream.options = {"crf": "23"}
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="bgr24")))
+        out.mux(stream.encode())
+    buf.seek(0)
+    with av.open(buf) as src:
+        decoded = [fr.to_ndarray(format="bgr24") for fr in src.decode(video=0)]
+    assert len(decoded) == len(frames)
+    hits = [wm.analyze(f) for f in decoded]
+    assert all(d.found for d in hits), " ".join(f"{d.score:.1f}" for d in hits)
+    # One frame's 32 bits can lose one or two to crf 23 on these flat cartoon faces; over the
+    # video the soft bits add up (what `verify` does).
+    assert sum(d.payload == PAYLOAD for d in hits) >= len(hits) // 2
+    total = np.sum([d.soft_bits for d in hits], axis=0)
+    assert int(((total > 0).astype(np.int64) << np.arange(wm.N_BITS)).sum()) == PAYLOAD
+
+
+def test_bad_arguments_raise_clear_errors():
+    frame = _frames(1)[0]
+    with pytest.raises(ValueError, match="payload"):
+        wm.embed(frame, FACE_BOX, 2**32)
+    with pytest.raises(ValueError, match="payload"):
+        wm.embed(frame, FACE_BOX, -1)
+    with pytest.raises(ValueError, match="key"):
+        wm.embed(frame, FACE_BOX, 1, key="")
+    with pytest.raises(ValueError, match="frame"):
+        wm.detect(frame.astype(np.float32))
+    with pytest.raises(ValueError, match="mask"):
+        wm.embed(frame, np.ones((10, 10), bool), 1)
+    with pytest.raises(ValueError, match="region"):
+        wm.embed(frame, "face", 1)
+    # A region outside the frame, and a tiny frame: nothing to mark, nothing found, no error.
+    assert np.array_equal(wm.embed(frame, (900, 900, 50, 50), 1), frame)
+    assert wm.detect(np.zeros((20, 20, 3), np.uint8)) == (False, None, 0.0)
+
+
+# --- swapstream verify -----------------------------------------------------------------------
+
+def _write_video(path, frames, fps=25):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frames[0].shape[1::-1])
+    for f in frames:
+        writer.write(f)
+    writer.release()
+
+
+def test_verify_image_reports_the_model(tmp_path, capsys):
+    models = tmp_path / "models"
+    (models / "ae-demo").mkdir(parents=True)
+    (models / "ae-demo" / "manifest.json").write_text('{"method": "ae"}')
+    payload = wm.model_id("ae-demo", wm.manifest_sha256(models / "ae-demo"))
+    image = tmp_path / "swap.jpg"
+    cv2.imwrite(str(image), wm.embed(_frames(1)[0], FACE_BOX, payload), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    out = tmp_path / "report.json"
+    assert verify.main([str(image), "--models", str(models), "--json", str(out)]) == 0
+    assert "ae-demo" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["found"] is True and report["model"] == "ae-demo"
+    assert report["frames"][0]["payload"] == f"{payload:08x}"
+
+
+def test_verify_video_and_unmarked_and_bad_input(tmp_path, capsys):
+    frames = _frames(6)
+    marked, plain = tmp_path / "marked.avi", tmp_path / "plain.avi"
+    _write_video(marked, [wm.embed(f, FACE_BOX, PAYLOAD, key="k1") for f in frames])
+    _write_video(plain, frames)
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("k1\n")
+    assert verify.main([str(marked), "--key-file", str(key_file)]) == 0
+    assert f"{PAYLOAD:08x}" in capsys.readouterr().out
+    assert verify.main([str(marked)]) == 1, "another key finds nothing"
+    assert verify.main([str(plain), "--key", "k1"]) == 1
+    capsys.readouterr()
+    assert verify.main([str(tmp_path / "missing.mp4")]) == 2
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    assert verify.main([str(junk)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("verify: error:") for line in err)
