@@ -108,6 +108,7 @@ def test_ground_truth_scored_against_itself_is_perfect(sets):
     assert ev.ssim(truth, fs_a.faces).mean() < 0.75
 
 
+@pytest.mark.slow
 def test_source_copy_scores_clearly_lower_than_the_ground_truth(comparison, judges):
     split_a, split_b, j = judges
     assert j.synthetic and j.classifier.accuracy >= 0.9
@@ -127,6 +128,7 @@ def test_source_copy_scores_clearly_lower_than_the_ground_truth(comparison, judg
     assert len(j.truth_ab) == len(split_a.test_idx) and len(j.truth_ba) == len(split_b.test_idx)
 
 
+@pytest.mark.slow
 def test_untrained_model_scores_clearly_lower_than_trained(report, judges):
     from swapstream.trainer.methods import build_method
     from swapstream.trainer.runs import load_run
@@ -145,6 +147,7 @@ def test_untrained_model_scores_clearly_lower_than_trained(report, judges):
     assert scores["trained"]["psnr"]["mean"] > scores["untrained"]["psnr"]["mean"] + 2.0
 
 
+@pytest.mark.slow
 def test_compare_writes_grid_metrics_and_report(report):
     for name in ("grid.png", "metrics.json", "report.md"):
         assert (report / name).is_file(), name
@@ -166,6 +169,7 @@ def test_compare_writes_grid_metrics_and_report(report):
     assert "1. **" in text and "2. **" in text
 
 
+@pytest.mark.slow
 def test_existing_runs_are_not_clobbered_without_reuse(report, sets, capsys):
     args = ["--a", sets["a"], "--b", sets["b"], "--out", str(report), "--methods", "ae",
             "--steps", str(STEPS), "--preset", "tiny"]

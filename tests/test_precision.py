@@ -51,6 +51,7 @@ def test_new_cpu_runs_choose_their_precision_and_tiny_runs_keep_float32(monkeypa
     assert policy(preset="tiny", precision="mixed_bfloat16") == "mixed_bfloat16"
 
 
+@pytest.mark.slow
 def test_measure_times_a_method_in_each_precision(tmp_path, capsys):
     pytest.importorskip("keras")
     from swapstream.trainer.measure import main as measure

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -21,51 +20,7 @@ from tests.trainer_fixtures import make_pair  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 
-MIRRORED_SCRIPT = textwrap.dedent('''
-    import json, sys
-    import numpy as np
-    import tensorflow as tf
-    from swapstream.trainer.distribute import make_strategy
-    from swapstream.trainer.methods import build_method, preset_config
-    from swapstream.trainer.runs import load_run
-    from swapstream.trainer.session import TrainRequest, train_run
-
-    a, b, out = sys.argv[1:4]
-    strategy = make_strategy("mirrored", logical_cpus=2)
-    assert strategy.num_replicas_in_sync == 2
-
-    # One step on two replicas equals one step on one device with the same batch: the
-    # per-replica losses are scaled so that summed gradients give the global-batch mean.
-    # Plain SGD for this check: Adam's first steps move every weight by about lr * sign(g), so
-    # a gradient near zero that rounds differently on two replicas (summation order) would
-    # move its weight by up to lr either way and hide what is compared.
-    import keras
-    rng = np.random.default_rng(0)
-    batch = {k: rng.random((4, 32, 32, 3), dtype=np.float32)
-             for k in ("warped_a", "target_a", "warped_b", "target_b")}
-    ds = tf.data.Dataset.from_tensors(batch).repeat()
-    single = build_method("ae", preset_config("ae", "tiny"), seed=1)
-    single.compile({"ae": keras.optimizers.SGD(0.5)})
-    with strategy.scope():
-        mirrored = build_method("ae", preset_config("ae", "tiny"), seed=1)
-        mirrored.compile({"ae": keras.optimizers.SGD(0.5)})
-    start = single.get_weights()
-    mirrored.set_weights(start)
-    single.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
-    mirrored.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
-    diff = max(float(np.abs(x - y).max()) for x, y in zip(single.get_weights(), mirrored.get_weights()))
-    moved = max(float(np.abs(x - y).max()) for x, y in zip(single.get_weights(), start))
-
-    results = {"weight_diff": diff, "moved": moved}
-    for method in ("vae-gan",):  # the autoencoder path is the equivalence check above
-        run = f"{out}/{method}"
-        summary = train_run(TrainRequest(out=run, method=method, a=a, b=b, preset="tiny", steps=4,
-                                         checkpoint_every=2, distribute="mirrored", logical_cpus=2,
-                                         progress=False), strategy)
-        results[method] = {"replicas": summary["replicas"], "step": summary["step"],
-                           "loaded_step": load_run(run).step}
-    print("RESULT" + json.dumps(results))
-''')
+CHILD = os.path.join(ROOT, "tests", "mirrored_child.py")
 
 
 def _result(proc) -> dict:
@@ -74,9 +29,10 @@ def _result(proc) -> dict:
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus(tmp_path):
     a, b = make_pair(tmp_path, count=12, size=32)
-    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, a, b, str(tmp_path / "runs")],
+    proc = subprocess.run([sys.executable, CHILD, a, b, str(tmp_path / "runs")],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     res = _result(proc)
     assert res["moved"] > 1e-3, res
@@ -91,6 +47,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multiworker_with_two_processes_on_loopback(tmp_path):
     a, b = make_pair(tmp_path, count=12, size=32)
     out = tmp_path / "run"

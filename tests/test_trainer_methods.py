@@ -103,6 +103,7 @@ def test_gpu_presets_use_mixed_precision_at_thesis_sizes():
     assert 2e7 < counts["total"] < 1.5e8, counts
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_and_exports_float32(faces):
     """The gpu presets' bfloat16 path, at 32 px on the CPU: finite losses, float32 in and out."""
     import dataclasses
@@ -137,6 +138,7 @@ def test_the_dense_vae_reads_a_face_and_its_negative_alike():
     assert np.allclose(mu, mu_negative, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_loss_falls_for_every_method(name, faces):
     """A few steps at 32 px: mean L1 of the last ten steps well below the first five's."""

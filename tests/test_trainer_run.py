@@ -67,6 +67,7 @@ def _copy(run, tmp_path, name="run"):
     return dest
 
 
+@pytest.mark.slow
 def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets):
     with open(ae_run / "config.yaml") as fh:
         cfg = yaml.safe_load(fh)
@@ -87,6 +88,7 @@ def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets)
     assert summary["parameters"]["total"] > summary["parameters"]["inference"] > 0
 
 
+@pytest.mark.slow
 def test_load_run_gives_the_latest_weights_and_optimizer_state(ae_run):
     method = load_run(str(ae_run))
     assert method.step == 20 and method.ae_optimizer.iterations.numpy() == 20
@@ -99,6 +101,7 @@ def test_load_run_gives_the_latest_weights_and_optimizer_state(ae_run):
     assert np.abs(rec - faces).mean() < 0.2
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_step_and_optimizer_state(tmp_path, sets):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "swapstream.clients.cli", "train", "--method", "ae", "--preset", "tiny",
@@ -137,6 +140,7 @@ def test_resume_after_sigkill_continues_step_and_optimizer_state(tmp_path, sets)
     assert not [n for n in os.listdir(out / "checkpoints") if n.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_resumed_run_adds_up_its_training_time(ae_run, tmp_path):
     run = _copy(ae_run, tmp_path)
     first = json.loads((run / "summary.json").read_text())
@@ -146,6 +150,7 @@ def test_resumed_run_adds_up_its_training_time(ae_run, tmp_path):
     assert second["training_seconds"] == pytest.approx(first["training_seconds"] + second["seconds"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_resume_can_switch_precision_and_records_it(ae_run, tmp_path):
     run = _copy(ae_run, tmp_path)
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["dtype_policy"] == "float32"
@@ -155,6 +160,7 @@ def test_resume_can_switch_precision_and_records_it(ae_run, tmp_path):
     assert summary["step"] == 24 and np.isfinite(summary["final_losses"]["loss"])
 
 
+@pytest.mark.slow
 def test_set_changes_a_new_runs_networks_and_is_refused_on_resume(ae_run, sets, tmp_path, capsys):
     run = tmp_path / "narrow"
     assert _train("--method", "ae", "--a", sets[0], "--b", sets[1], "--out", run, "--steps", 2,
@@ -173,6 +179,7 @@ def test_set_changes_a_new_runs_networks_and_is_refused_on_resume(ae_run, sets, 
     assert _tree_digest(run) == before
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run, tmp_path, capsys):
     run = _copy(ae_run, tmp_path)
     before = _tree_digest(run / "checkpoints")
@@ -185,6 +192,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(ae_run
     assert load_run(str(run)).step == 20
 
 
+@pytest.mark.slow
 def test_retries_give_up_after_the_last_one_and_keep_the_run_as_it_was(ae_run, tmp_path, capsys):
     run = _copy(ae_run, tmp_path)
     before = _tree_digest(run / "checkpoints")
@@ -225,6 +233,7 @@ def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten(ae_run, tmp_path, sets, capsys):
     run = _copy(ae_run, tmp_path)
     before = _tree_digest(run)
@@ -257,6 +266,7 @@ def vae_run(tmp_path_factory, sets):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage,message", [
     ("truncated", "truncated"),
     ("other method", "method 'vae'"),
@@ -296,6 +306,7 @@ def _add_config_keys(run, **sections):
 RETIRED = {"model": {"retired_weight": 0.0}, "augment": {"retired_share": 0.5}}
 
 
+@pytest.mark.slow
 def test_runs_with_removed_options_load_with_one_line_per_dropped_key(ae_run, tmp_path, capsys):
     """config.yaml of a run from before an option was removed: each key is dropped with one line
     on stderr, the run loads and resumes, and the rewritten config.yaml no longer holds it."""
@@ -314,6 +325,7 @@ def test_runs_with_removed_options_load_with_one_line_per_dropped_key(ae_run, tm
     assert "dropped" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_whose_networks_needed_a_removed_option_is_refused_with_what_to_do(vae_run, tmp_path, capsys):
     """A removed option that shaped the networks (here: a first layer of other width): its
     checkpoints do not fit, and the message says why and how to go on."""
@@ -365,6 +377,7 @@ def _collapsing_session(tmp_path, sets, target_steps: int):
     return pair, method, plan, SaturateOutputs()
 
 
+@pytest.mark.slow
 def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(tmp_path, sets):
     """Real training of the tiny `ae`, saturated at step 40: the guard stops it."""
     from swapstream.trainer.checkpoints import TrainingDiverged, latest_checkpoint
@@ -380,6 +393,7 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     assert latest_checkpoint(plan.run_dir)["step"] == 40  # nothing saved after the jump
 
 
+@pytest.mark.slow
 def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path, sets):
     """The same collapse at step 40, once: with one retry the run goes back to step 40's
     checkpoint, halves the learning rate and trains on to its step target."""
