@@ -1,6 +1,7 @@
 """`swapstream serve`: serve every model folder under --models over gRPC until SIGTERM/SIGINT."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -15,6 +16,23 @@ from swapstream.server.service import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PUSHBAC
 
 PROG = "swapstream serve"
 TOKEN_ENV = "SWAPSTREAM_TOKEN"
+MMAP_THRESHOLD = 256 * 1024  # bytes; a 300 x 300 BGR frame and up come from mmap
+
+
+def return_freed_frames_to_the_os() -> None:
+    """Have glibc serve frame-sized buffers from mmap, so freeing one gives its memory back.
+
+    glibc raises its mmap threshold whenever a large block is freed (up to 32 MB); after one big
+    frame, decoded images come from the heap and stay in the process, so a long-running server's
+    RSS creeps up with the largest frames it has seen. A fixed threshold stops that. Skipped when
+    the operator set glibc's own MALLOC_MMAP_THRESHOLD_, or off glibc.
+    """
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def build_parser() -> ArgumentParser:
@@ -99,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None and not os.path.isfile(path):
                 raise InputError(f"{path} does not exist")
         token = read_token(args)
+        return_freed_frames_to_the_os()
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
                                 blend=args.blend, first_frame_timeout=args.first_frame_timeout,
                                 idle_timeout=args.idle_timeout, decode_pixels=int(args.decode_mpx * 1e6))
