@@ -35,10 +35,13 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+# First: faces.wire sets OpenCV's pixel limit, which OpenCV reads once, when faces.video loads it.
+from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, decode_frame, encode_frame
+
+# isort: split
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError, VideoError
 from swapstream.faces.video import VideoReader, VideoWriter, is_webcam
-from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, decode_frame, encode_frame
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 
 PROG = "swapstream stream"
