@@ -3,9 +3,8 @@ frame and every stream waiting at that moment (adaptive batching: no timer, what
 while the previous call ran goes into the next one, up to max_batch faces).
 
 On CUDA every batch is padded to max_batch faces, so the session always sees one input shape,
-run once when the model loads. Calls whose batch size changed from the last one stalled there:
-with batches padded to 1, 2, 4, 8 or 16 faces (each size warmed up), 4 streams on an H100 spent
-133 ms per call instead of 1 and ran at 66 FPS; padded to 16 always, 356 FPS (docs/serving.md)."""
+run once when the model loads: calls whose batch size differed from the last one stalled there,
+even with a few padded sizes each warmed up (docs/experiments/2026-11-27-cuda-batch-stall.md)."""
 from __future__ import annotations
 
 import logging

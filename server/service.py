@@ -382,7 +382,8 @@ def run_server(models_dir: str, port: int = 0, *, host: str = "127.0.0.1", devic
                tls_key: str | None = None, config: PipelineConfig | None = None,
                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = 16,
                intra_op_threads: int | None = None, grace: float = 5.0, metrics_port: int | None = None,
-               pushback_ms: int = DEFAULT_PUSHBACK_MS) -> Iterator[int]:
+               pushback_ms: int = DEFAULT_PUSHBACK_MS,
+               markers: Callable[[LoadedModel], FaceMarker | None] | None = None) -> Iterator[int]:
     """Load the models under `models_dir`, serve them, yield the bound port; drain on exit."""
     registry = ModelRegistry.load(models_dir, device=device, max_batch=max_batch,
                                   intra_op_threads=intra_op_threads)
@@ -390,7 +391,7 @@ def run_server(models_dir: str, port: int = 0, *, host: str = "127.0.0.1", devic
         server = SwapServer(registry, host=host, port=port, max_streams=max_streams, token=token,
                             tls_cert=tls_cert, tls_key=tls_key, config=config,
                             max_message_bytes=max_message_bytes, metrics_port=metrics_port,
-                            pushback_ms=pushback_ms)
+                            pushback_ms=pushback_ms, markers=markers)
     except BaseException:
         registry.close()
         raise

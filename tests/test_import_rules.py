@@ -81,7 +81,9 @@ def test_server_cli_runs_without_tensorflow(tmp_path):
 def test_trainer_does_not_import_grpc():
     if importlib.util.find_spec("swapstream.trainer.methods") is None:
         pytest.skip("trainer not written yet")
-    modules = ["swapstream.trainer", "swapstream.trainer.methods"]
+    # session.py and every method module import TensorFlow; the registry and presets do not.
+    modules = ["swapstream.trainer", "swapstream.trainer.methods", "swapstream.trainer.session",
+               "swapstream.trainer.methods.ae"]
     for optional in ("swapstream.trainer.cli", "swapstream.trainer.runs", "swapstream.trainer.compare"):
         if importlib.util.find_spec(optional) is not None:
             modules.append(optional)

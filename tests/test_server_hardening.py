@@ -262,3 +262,31 @@ def test_token_file_guards_the_server(models_dir, frames, tmp_path):
                              timeout=10)
         assert [m.name for m in ok.models] == ["neg"]
         channel.close()
+
+
+def test_marker_sees_the_final_faces_before_encoding(models_dir, frames):
+    """The pipeline's one hook after blending (where the provenance watermark goes): it gets the
+    swapped frame and its face boxes, and what it returns is what the client receives."""
+    seen = []
+
+    def marker_for(model):
+        def mark(frame, boxes):
+            seen.append((model.name, [b.as_tuple() for b in boxes]))
+            out = frame.copy()
+            for b in boxes:
+                out[b.y:b.y + b.h, b.x:b.x + b.w] = 0
+            return out
+        return mark
+
+    with run_server(models_dir, 0, device="cpu", markers=marker_for) as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = swap_pb2_grpc.FaceSwapStub(channel)
+        reply = stub.SwapImage(_frame(0, jpeg(frames[0]), model="neg",
+                                      options=swap_pb2.SwapOptions(reply_encoding=swap_pb2.PNG)), timeout=20)
+        channel.close()
+    assert len(reply.faces) == 1 and seen == [("neg", [(f.x, f.y, f.width, f.height) for f in reply.faces])]
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(reply.data, np.uint8), cv2.IMREAD_COLOR)
+    f = reply.faces[0]
+    assert image[f.y:f.y + f.height, f.x:f.x + f.width].max() == 0 and image.max() > 0
