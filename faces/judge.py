@@ -320,7 +320,7 @@ def _detail_ratio(own: list[float], source: list[float]) -> float:
     return sum(a for a, _ in pairs) / den if den > 1e-9 else float("nan")
 
 
-def _even_sample(frames: Sequence[np.ndarray], limit: int) -> list[np.ndarray]:
+def _even_sample(frames: Iterable[np.ndarray], limit: int) -> list[np.ndarray]:
     """At most `limit` frames, evenly spaced over the clip (first and last included)."""
     frames = list(frames)
     if len(frames) <= limit:
@@ -334,7 +334,7 @@ def _embed_all(judge: FaceJudge, frames: Sequence[np.ndarray]) -> list[np.ndarra
     return [obs.embedding for obs in map(judge.observe, frames) if obs is not None]
 
 
-def judge_frames(swapped: Iterable[np.ndarray], a: Sequence[np.ndarray], b: Sequence[np.ndarray],
+def judge_frames(swapped: Iterable[np.ndarray], a: Iterable[np.ndarray], b: Sequence[np.ndarray],
                  source: Iterable[np.ndarray] | None = None, *, crop_size: int = 64, margin: float = 0.2,
                  ceiling: bool = True, every: int = 1, reference_frames: int = REFERENCE_FRAMES,
                  judge: FaceJudge | None = None) -> dict:
@@ -473,7 +473,8 @@ def judge_videos(swapped: str, a: str, b: str, source: str | None = None, *, cro
     """Judge the video `swapped` made from `source` (default: `a`) against clips `a` and `b`.
 
     See `judge_frames` for the measures and options; the report also names the files. The
-    swapped and source videos are streamed; the reference clips are read whole.
+    swapped and source videos are streamed (A's too when it is the source); of the reference
+    clips only the sampled frames are kept.
     """
     for name, path in (("swapped", swapped), ("a", a), ("b", b), ("source", source)):
         if path is not None and not os.path.isfile(path):
@@ -481,7 +482,7 @@ def judge_videos(swapped: str, a: str, b: str, source: str | None = None, *, cro
     VideoReader(swapped).close()  # fail early, with the file's name, before any face is embedded
     same = source is None or os.path.realpath(source) == os.path.realpath(a)
     result = judge_frames(
-        _iter_video(swapped), read_frames(a, None if same else reference_frames),
+        _iter_video(swapped), _iter_video(a) if same else read_frames(a, reference_frames),
         read_frames(b, reference_frames),
         None if same else _iter_video(source), crop_size=crop_size, margin=margin, ceiling=ceiling,
         every=every, reference_frames=reference_frames, judge=judge)

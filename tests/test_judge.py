@@ -161,8 +161,10 @@ def test_read_frames_keeps_an_even_sample(tmp_path, clips):
 
 @pytest.mark.slow
 def test_ground_truth_swap_moves_identity_and_keeps_expression(judge, clips):
-    res = judge_frames(clips["truth"], clips["a"], clips["b"], judge=judge, ceiling=False)
+    # A's mean from its own list of frames, not from the source's (the other code path).
+    res = judge_frames(clips["truth"], list(clips["a"]), clips["b"], source=clips["a"], judge=judge, ceiling=False)
     swap, sanity = res["swap"], res["sanity"]
+    assert res["frames"]["a"] == N
     assert swap["face_found"] == 1.0
     # Cartoon faces' embeddings move with the pose: at yaw 12 with shut eyes one truth frame is
     # about as near A's mean as B's, so not all 12 frames are nearer B.
@@ -188,12 +190,10 @@ def test_source_copy_through_the_cli_scores_zero_transfer_and_r_one(tmp_path, ca
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     assert synth_main(["--identity", str(ID_A), "--frames", "10", "--seed", "4", "--out", str(a), "--quiet"]) == 0
     assert synth_main(["--identity", str(ID_B), "--frames", "10", "--seed", "9", "--out", str(b), "--quiet"]) == 0
-    copy, a_clip = tmp_path / "copy.mp4", tmp_path / "a_clip.mp4"
+    copy = tmp_path / "copy.mp4"
     shutil.copyfile(a, copy)
-    shutil.copyfile(a, a_clip)  # A's reference as another file, so A's mean is not the source's own frames
     out = tmp_path / "q.json"
-    rc = judge_main([str(copy), "--a", str(a_clip), "--b", str(b), "--source", str(a), "--json", str(out),
-                     "--crop-size", "24"])
+    rc = judge_main([str(copy), "--a", str(a), "--b", str(b), "--json", str(out), "--crop-size", "24"])
     printed = capsys.readouterr().out
     assert rc == 0 and "judge: face found" in printed and "| ceiling |" in printed
     res = json.loads(out.read_text())
