@@ -24,6 +24,8 @@ from swapstream.faces.errors import FaceSetError
 from swapstream.faces.files import atomic_path
 
 REQUIRED = ("faces", "source", "frame_index", "box")
+# An .npz is a zip archive: a local file header first, or the end record of an empty archive.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 @dataclass
@@ -86,6 +88,11 @@ def load_faceset(path: str, min_faces: int = 1) -> FaceSet:
     """Load and check a face set; raise FaceSetError naming the problem if the file is wrong."""
     if not os.path.isfile(path):
         raise FaceSetError(f"face set {path} does not exist")
+    # np.load takes anything that is neither .npz nor .npy for a pickle, and allow_pickle=False
+    # would then report "pickled data": say what the file is not, instead.
+    with open(path, "rb") as fh:
+        if fh.read(4) not in ZIP_MAGIC:
+            raise FaceSetError(f"face set {path} is not an .npz face set (make one with `swapstream extract`)")
     try:
         with np.load(path, allow_pickle=False) as data:
             names = set(data.files)

@@ -1,4 +1,5 @@
 """The `swapstream` entry point: dispatch, help and exit codes."""
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,17 @@ def test_train_and_compare_help_list_the_registrys_methods_and_presets(capsys):
     for out in helps:
         assert all(name in out for name in METHODS) and "tiny | cpu | gpu" in out, out
     assert "demo (ae)" in helps[0] and "demo" not in helps[1]
+
+
+def test_train_reports_bad_input_in_one_line_without_tensorflows_start_up_noise(tmp_path):
+    """TensorFlow is imported before this error; its load-time log lines must not precede it."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a face set\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    proc = subprocess.run([sys.executable, "-m", "swapstream.clients.cli", "train", "--method", "ae",
+                           "--a", str(notes), "--b", str(notes), "--out", str(tmp_path / "run"), "--steps", "2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"swapstream train: error: face set {notes} is not an .npz face set "
+                                        "(make one with `swapstream extract`)"], proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -34,6 +34,16 @@ def test_corrupt_file(tmp_path):
         load_faceset(str(path))
 
 
+@pytest.mark.parametrize("content", [b"hello, I am a text file\n", b"", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'"])
+def test_a_file_that_is_no_npz_is_named_as_such(tmp_path, content):
+    """A text file, an empty file or a single .npy array: "not an .npz face set", not a word of pickles."""
+    path = tmp_path / "set.npz"
+    path.write_bytes(content)
+    with pytest.raises(FaceSetError, match=r"is not an \.npz face set") as err:
+        load_faceset(str(path))
+    assert "pickle" not in str(err.value)
+
+
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, faces=np.array([{"a": 1}], dtype=object), source=np.array(["x"]),

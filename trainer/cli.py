@@ -16,7 +16,6 @@ last good checkpoint at half the learning rate (at most N times).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from swapstream.faces.cliutil import ArgumentParser, run_cli
@@ -79,12 +78,13 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `swapstream train`; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     return run_cli(lambda: _train(build_parser().parse_args(argv)), PROG)
 
 
 def _train(args) -> int:
-    import tensorflow as tf
+    from swapstream.trainer.tf_quiet import import_tensorflow
+
+    tf = import_tensorflow()  # before anything else imports it
 
     from swapstream.trainer.session import TrainRequest, train_run
 

@@ -670,4 +670,12 @@ def compare(args) -> Comparison:
 def main(argv: list[str] | None = None) -> int:
     """`swapstream compare` entry point (exit 0 ok, 2 bad input, 1 a method failed)."""
     parser = build_parser()
-    return run_cli(lambda: compare(parser.parse_args(argv)).exit_code, PROG)
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        from swapstream.trainer.tf_quiet import import_tensorflow
+
+        import_tensorflow()  # the judges are Keras networks: quiet, before anything imports it
+        return compare(args).exit_code
+
+    return run_cli(body, PROG)

@@ -29,16 +29,37 @@ def split_cpu(logical_cpus: int) -> None:
             raise RuntimeError(f"cannot split the CPU after TensorFlow started: {exc}") from exc
 
 
+def _tf_config() -> dict:
+    """TF_CONFIG as a dict (InputError when it is missing or not a JSON object)."""
+    if "TF_CONFIG" not in os.environ:
+        raise InputError("--distribute multiworker needs the TF_CONFIG environment variable "
+                         "(cluster and this worker's task)")
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+    except ValueError as exc:
+        raise InputError(f"TF_CONFIG is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("task", {}), dict):
+        raise InputError("TF_CONFIG must be a JSON object with a \"task\" object")
+    return config
+
+
+def chief_in_cluster(kind: str) -> bool:
+    """Whether this process writes the run folder, from TF_CONFIG alone (so before any strategy
+    exists): the `chief` task if the cluster has one, else worker 0; outside multi-worker runs,
+    always. Agrees with `is_chief` of the strategy made later."""
+    if kind != "multiworker":
+        return True
+    config = _tf_config()
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
 def make_strategy(kind: str, logical_cpus: int = 0) -> tf.distribute.Strategy:
     """The strategy for `kind` (none|mirrored|multiworker)."""
     if kind == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise InputError("--distribute multiworker needs the TF_CONFIG environment variable "
-                             "(cluster and this worker's task)")
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except ValueError as exc:
-            raise InputError(f"TF_CONFIG is not valid JSON: {exc}") from exc
+        _tf_config()
         split_cpu(logical_cpus)
         return tf.distribute.MultiWorkerMirroredStrategy()
     split_cpu(logical_cpus)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from swapstream.trainer.tf_quiet import import_tensorflow
+
+import_tensorflow()  # before the modules below import it
 
 from swapstream.trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
 from swapstream.trainer.methods import (  # noqa: E402

@@ -20,7 +20,7 @@ from swapstream.trainer import checkpoints
 from swapstream.trainer.checkpoints import TrainingDiverged
 from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, read_config, write_config
 from swapstream.trainer.data import load_face_pair, make_dataset, preview_faces
-from swapstream.trainer.distribute import is_chief, make_strategy
+from swapstream.trainer.distribute import chief_in_cluster, is_chief, make_strategy
 from swapstream.trainer.loop import SessionPlan, run_with_retries
 from swapstream.trainer.methods import build_method, get_preset
 from swapstream.trainer.precision import resolve_precision
@@ -159,11 +159,10 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         raise InputError("--retries does not work with --distribute multiworker (the workers would not agree on it)")
     if req.distribute == "multiworker" and req.minutes is not None:
         raise InputError("--distribute multiworker needs --steps (workers must stop at the same step)")
-    # The strategy comes first: splitting the CPU must happen before TensorFlow starts up, and
-    # only the chief writes the run folder.
-    if strategy is None:
-        strategy = make_strategy(req.distribute, req.logical_cpus)
-    chief = is_chief(strategy)
+    # What can be checked without TensorFlow's runtime comes before the strategy, so bad input is
+    # reported before TensorFlow starts its devices (and logs about them). Only the chief writes
+    # the run folder.
+    chief = is_chief(strategy) if strategy is not None else chief_in_cluster(req.distribute)
     cfg = _resumed_config(req) if req.resume else _new_config(req, chief)
     cfg.train.validate()
     pair = load_face_pair(cfg.data.a, cfg.data.b, cfg.model.size)
@@ -175,6 +174,11 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         raise InputError(f"the face sets' crop margin ({pair.margin}) differs from the run's "
                          f"({cfg.data.margin}); they were re-extracted differently")
 
+    # Before any TensorFlow op: splitting the CPU must happen before TensorFlow starts up.
+    if strategy is None:
+        strategy = make_strategy(req.distribute, req.logical_cpus)
+        if is_chief(strategy) != chief:
+            raise RuntimeError(f"TF_CONFIG names this process chief={chief}, the strategy says otherwise")
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
         raise InputError(f"--batch {cfg.train.batch_size} must be a multiple of the {replicas} replicas")
