@@ -92,3 +92,21 @@ def test_multiworker_needs_tf_config_and_steps(tmp_path, capsys):
         if env_backup is not None:
             os.environ["TF_CONFIG"] = env_backup
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_the_chief_is_read_from_tf_config_before_any_strategy(monkeypatch):
+    from swapstream.faces.errors import InputError
+    from swapstream.trainer.distribute import chief_in_cluster
+
+    def chief(cluster, task_type, index):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}}))
+        return chief_in_cluster("multiworker")
+
+    workers = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    assert chief(workers, "worker", 0) and not chief(workers, "worker", 1)
+    assert chief({"chief": ["127.0.0.1:3"], **workers}, "chief", 0)
+    assert not chief({"chief": ["127.0.0.1:3"], **workers}, "worker", 0)
+    assert chief_in_cluster("mirrored") and chief_in_cluster("none")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        chief_in_cluster("multiworker")
