@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     print("| method | px | params | convert s | parity fp32 | parity fp16 | ms/face b1: eager / tf.function / "
-          "ort fp32 / ort fp16 | ms/face b8: eager / tf.function / ort fp32 / ort fp16 | ort fp32 speed-up vs eager b1 |")
+          "ort fp32 / ort fp16 | ms/face b8: eager / tf.function / ort fp32 / ort fp16 | "
+          "ort fp32 speed-up vs eager b1 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         r = bench_method(name, args.preset, args.repeats, args.size)

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 for b in boxes[:1]:
                     cv2.rectangle(shown, (b.x, b.y), (b.x + b.w, b.y + b.h), (0, 255, 0), 1)
                 rows.append((ident_seed, shown))
-        line = f"{ident_seed:>8} {np.mean(ident.skin):>5.0f} {ident.hair_style:>7} {found:>3}/{len(poses):<3} {found / len(poses):>6.3f}"
+        line = (f"{ident_seed:>8} {np.mean(ident.skin):>5.0f} {ident.hair_style:>7} "
+                f"{found:>3}/{len(poses):<3} {found / len(poses):>6.3f}")
         if args.through_video:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "v.mp4")
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         total += len(poses)
         hits += found
     print(f"overall: {hits}/{total} = {hits / total:.4f} at {size[0]}x{size[1]}"
-          + (f"; after mp4 encode/decode {hits_video}/{total} = {hits_video / total:.4f}" if args.through_video else ""))
+          + (f"; after mp4 encode/decode {hits_video}/{total} = {hits_video / total:.4f}"
+             if args.through_video else ""))
     print(f"render {1000 * render_s / total:.2f} ms/frame, Haar detect {1000 * detect_s / total:.2f} ms/frame "
           f"(one process, shared machine: timings are indicative)")
     if args.sheet and rows:

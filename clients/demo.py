@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=os.path.join("out", "demo"), help="output folder (default out/demo)")
     parser.add_argument("--frames", type=int, default=600, help="frames per synthetic training video (default 600)")
     parser.add_argument("--minutes", type=float, default=9.0, help="training time for `ae` (default 9)")
-    parser.add_argument("--clip-frames", type=int, default=150, help="frames of the synthetic clip streamed (default 150)")
+    parser.add_argument("--clip-frames", type=int, default=150,
+                        help="frames of the synthetic clip streamed (default 150)")
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic clip streamed (default 512)")
 
     def body() -> int:

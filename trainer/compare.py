@@ -224,7 +224,8 @@ def train_all(methods: list[str], runs: str, split_a: Split, split_b: Split, bud
                             args.preset, args.size, args.batch, resume)
         start = time.perf_counter()
         # The trainer's own progress output passes straight through to this terminal.
-        rc = subprocess.call(cmd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
+        rc = subprocess.call(cmd, env={**os.environ,
+                                       "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")})
         took = time.perf_counter() - start
         if rc != 0 or not run_finished(run_dir):
             failed[method] = f"`swapstream train` exited with {rc} after {took:.0f} s"
@@ -302,8 +303,11 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
     rsa_ba = ev.structure_rsa(src_b, swap_ba, judges.groups_b)
     out["structure_rsa"] = {"a2b": rsa_ab, "b2a": rsa_ba, "mean": 0.5 * (rsa_ab["score"] + rsa_ba["score"])}
     # Sharpness relative to the real faces of the target at the same size (1 = as crisp).
-    sh_ab = ev.sharpness(swap_ab).mean() / max(ev.sharpness(resize_faces(ev.as_uint8(src_b), swap_ab.shape[1])).mean(), 1e-9)
-    sh_ba = ev.sharpness(swap_ba).mean() / max(ev.sharpness(resize_faces(ev.as_uint8(src_a), swap_ba.shape[1])).mean(), 1e-9)
+    def crispness(swaps, target_faces):
+        real = ev.sharpness(resize_faces(ev.as_uint8(target_faces), swaps.shape[1])).mean()
+        return ev.sharpness(swaps).mean() / max(real, 1e-9)
+
+    sh_ab, sh_ba = crispness(swap_ab, src_b), crispness(swap_ba, src_a)
     out["sharpness"] = {"a2b": float(sh_ab), "b2a": float(sh_ba), "mean": float(0.5 * (sh_ab + sh_ba))}
     if judges.synthetic:
         s = swap_ab.shape[1]
@@ -320,7 +324,8 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
         pa, pb = reg.preservation(swap_ab, judges.pose_a), reg.preservation(swap_ba, judges.pose_b)
         out["pose"] = {"a2b": pa, "b2a": pb, "mean": 0.5 * (pa + pb),
                        "error_per_parameter": dict(zip(reg.names, np.concatenate(
-                           [reg.errors(swap_ab, judges.pose_a), reg.errors(swap_ba, judges.pose_b)]).mean(0).round(4).tolist()))}
+                           [reg.errors(swap_ab, judges.pose_a), reg.errors(swap_ba, judges.pose_b)]
+                       ).mean(0).round(4).tolist()))}
     return out
 
 
@@ -465,7 +470,8 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     head = ["method", "score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
     if synthetic:
         head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]
-    head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train min", "train img/s", "infer ms/face (b1)"]
+    head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train min", "train img/s",
+             "infer ms/face (b1)"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     scored = {row["method"]: row for row in ranking}
 
@@ -477,7 +483,8 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
         if synthetic:
             cells += [_fmt(r["ssim"]["mean"]), _fmt(r["psnr"]["mean"], 2), _fmt(r["ssim_crop"]["mean"])]
         params = t.get("parameters")
-        cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(r["sharpness"]["mean"], 2), _fmt(t.get("reconstruction_loss"), 4),
+        cells += [_fmt(r["structure_rsa"]["mean"]), _fmt(r["sharpness"]["mean"], 2),
+                  _fmt(t.get("reconstruction_loss"), 4),
                   _fmt(params / 1e6 if params else None, 2), _fmt(t.get("steps")),
                   _fmt(t["seconds"] / 60.0 if t.get("seconds") else None, 1),
                   _fmt(t.get("images_per_second"), 1),
@@ -524,7 +531,8 @@ def make_grid(src_a: np.ndarray, src_b: np.ndarray, columns: list[tuple[str, np.
     sheet = np.full((header_h + rows * cell, label_w + len(all_cols) * cell, 3), 255, np.uint8)
     for c, (name, _, _) in enumerate(all_cols):
         scale = 0.45 if len(name) > 9 else 0.5
-        cv2.putText(sheet, name, (label_w + c * cell + 4, 20), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(sheet, name, (label_w + c * cell + 4, 20), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     for r in range(rows):
         in_a = r < len(src_a)
         i = r if in_a else r - len(src_a)

@@ -85,8 +85,9 @@ class DivergenceGuard(keras.callbacks.Callback):
     (its running mean jumps to JUMP times the best window mean of this session).
 
     A collapse is how these networks fail without a NaN: one oversized step saturates the
-    output layer, the loss jumps several-fold and never comes back. While the loss is above SUSPECT times its best, no checkpoint is
-    written, so the newest checkpoint is from before the jump.
+    output layer, the loss jumps several-fold and never comes back. While the loss is above
+    SUSPECT times its best, no checkpoint is written, so the newest checkpoint is from before
+    the jump.
     """
 
     JUMP = 4.0

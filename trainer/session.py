@@ -220,7 +220,8 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
             write_bytes(config_path, previous_config)
         raise
     if result.retries and chief:  # a resumed run goes on at the learning rate that worked
-        cfg = dataclasses.replace(cfg, model=scaled_learning_rates(cfg.model, result.retries[-1]["learning_rate_scale"]))
+        scale = result.retries[-1]["learning_rate_scale"]
+        cfg = dataclasses.replace(cfg, model=scaled_learning_rates(cfg.model, scale))
         write_config(req.out, cfg)
     summary = {
         "method": cfg.method, "preset": cfg.preset, "size": cfg.model.size,

@@ -3,7 +3,8 @@
 Training reconstructs each identity through its own decoder; the swap A->B is
 decoder_B(encoder(face_A)): the shared code carries pose and expression, the decoder paints the
 identity. Loss per identity: l1_weight * L1 + dssim_weight * DSSIM, both weighted toward the face
-centre (face_weight) and more on the eyes and mouth (expression_weight). Architecture after deepfakes/faceswap's "original" model, scaled by config.
+centre (face_weight) and more on the eyes and mouth (expression_weight). Architecture after
+deepfakes/faceswap's "original" model, scaled by config.
 """
 from __future__ import annotations
 
