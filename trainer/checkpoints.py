@@ -23,6 +23,7 @@ import numpy as np
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.files import TMP_PREFIX, atomic_path, write_json
+from swapstream.faces.model_folder import file_sha256
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "index.json"
@@ -30,14 +31,6 @@ INDEX_FILE = "index.json"
 
 class TrainingDiverged(InputError):
     """A loss or weight became NaN/inf: training stops and the last good checkpoint is kept."""
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_fingerprint(method) -> str:
@@ -97,7 +90,7 @@ def save_checkpoint(method, run_dir: str, keep: int, chief: bool = True) -> dict
     os.makedirs(folder, exist_ok=True)
     with atomic_path(os.path.join(folder, name), suffix=".weights.h5") as tmp:  # Keras wants the suffix
         method.save_weights(tmp)
-        meta = {"step": step, "file": name, "bytes": os.path.getsize(tmp), "sha256": _sha256(tmp),
+        meta = {"step": step, "file": name, "bytes": os.path.getsize(tmp), "sha256": file_sha256(tmp),
                 "method": method.method_name, "fingerprint": weights_fingerprint(method),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     entries = [e for e in read_index(run_dir) if e["step"] != step] + [meta]
@@ -144,7 +137,7 @@ def verify_checkpoint(run_dir: str, meta: dict, method_name: str, fingerprint: s
     size = os.path.getsize(path)
     if size != meta["bytes"]:
         raise InputError(f"checkpoint {path} is truncated or damaged: {size} bytes, expected {meta['bytes']}")
-    if _sha256(path) != meta["sha256"]:
+    if file_sha256(path) != meta["sha256"]:
         raise InputError(f"checkpoint {path} is damaged: its sha256 does not match the index")
     return path
 
