@@ -1,6 +1,6 @@
 """`swapstream demo`: the whole chain on a fresh machine, with no arguments.
 
-Render two synthetic identities, extract their face sets, train `ae` with the cpu preset for a
+Render two synthetic identities, extract their face sets, train `ae` with its demo preset for a
 bounded time, export it to ONNX, start the server on a free loopback port, stream a clip of A
 through it, and write the swapped video, a side-by-side video, a preview PNG and the latency
 summary to out/demo/. With --a/--b it does the same with two real videos.
