@@ -17,6 +17,7 @@ import struct
 MAX_SIDE = 8192          # largest accepted frame side, pixels
 MAX_PIXELS = 40_000_000  # largest accepted frame area (an 8K frame is 33 Mpx)
 MAX_JPEG_SCANS = 100     # a progressive JPEG has about 10; thousands of tiny scans are a CPU bomb
+MAX_PNG_CHUNKS = 65536   # encoders write IDAT in 8-64 KiB chunks: a 16 MiB PNG has a few thousand
 DEFAULT_JPEG_QUALITY = 90
 
 # Read by OpenCV when it loads; an operator's own setting wins.
@@ -138,6 +139,22 @@ def _png_size(data: bytes) -> tuple[int, int]:
     # length (4) "IHDR" (4) width (4) height (4), big-endian.
     if len(data) < 24 or data[12:16] != b"IHDR":
         raise FrameDecodeError("no IHDR header")
+    # Every chunk's length must fit in the data: OpenCV allocates what a chunk claims before it
+    # reads it (a 26 KB PNG whose IDAT claimed 2.7 GB took 2.5 GB and 2 s to fail).
+    pos, n, chunks = 8, len(data), 0
+    while True:
+        if pos + 12 > n:
+            raise FrameDecodeError("truncated: no IEND chunk")
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        if length > n - pos - 12:
+            raise FrameDecodeError(f"chunk {data[pos + 4:pos + 8]!r} at byte {pos} claims {length} bytes, "
+                                   f"{n - pos - 12} follow")
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise FrameDecodeError(f"more than {MAX_PNG_CHUNKS} chunks")
+        if data[pos + 4:pos + 8] == b"IEND":
+            break
+        pos += 12 + length
     return struct.unpack(">II", data[16:24])
 
 
