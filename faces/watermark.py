@@ -192,9 +192,9 @@ def embed(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC
 
     region: a box (x, y, w, h) or a Box (its edges are feathered), or an HxW mask (bool, uint8
         0..255 or float 0..1; its values scale the mark).
-    anchor: the frame pixel (x, y) where the pattern's tile starts; by default the frame's
-        origin. The detector searches every anchor, so any fixed point works; one that jumps
-        from frame to frame (a tracker's box) makes H.264 drop more of the mark.
+    anchor: the frame position (x, y) where the pattern's tile starts, in pixels (fractions
+        allowed); by default the frame's origin. The detector searches every anchor. In a video,
+        pass `AnchorTracker.update`'s anchor so the mark moves with the face: H.264 keeps it.
     The input frame is not modified.
     """
     _check_frame(frame_bgr)
@@ -204,10 +204,13 @@ def embed(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC
     out = frame_bgr.copy()
     if w == 0 or h == 0:
         return out
-    ax, ay = (0, 0) if anchor is None else (int(anchor[0]), int(anchor[1]))
+    ax, ay = (0.0, 0.0) if anchor is None else (float(anchor[0]), float(anchor[1]))
     tile = _tile(_key_bytes(key), int(payload))
+    iy, ix = int(np.floor(ay)), int(np.floor(ax))
+    if ay != iy or ax != ix:
+        tile = _subpixel_shift(tile, ax - ix, ay - iy)
     # The tile, rolled so that its origin falls on the anchor, repeated over the region.
-    rolled = np.roll(tile, ((ay - y) % TILE, (ax - x) % TILE), axis=(0, 1))
+    rolled = np.roll(tile, ((iy - y) % TILE, (ix - x) % TILE), axis=(0, 1))
     delta = np.tile(rolled, (-(-h // TILE), -(-w // TILE)))[:h, :w] * np.float32(strength)
     if weight is not None:
         delta *= weight
@@ -216,6 +219,58 @@ def embed(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC
     np.clip(patch + 0.5, 0, 255, out=patch)
     out[y:y + h, x:x + w] = patch.astype(np.uint8)
     return out
+
+
+def _subpixel_shift(tile: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """The periodic tile moved by a fraction of a pixel (Fourier shift: exact for a band-limited tile)."""
+    ky = np.fft.fftfreq(TILE)[:, None]
+    kx = np.fft.rfftfreq(TILE)[None, :]
+    phase = np.exp(-2j * np.pi * (ky * dy + kx * dx))
+    return np.fft.irfft2(np.fft.rfft2(tile) * phase, s=(TILE, TILE)).astype(np.float32)
+
+
+class AnchorTracker:
+    """Moves the mark's anchor with the face, so a video codec can predict the mark for free.
+
+    In inter frames H.264 predicts each block from the previous frame along the face's motion
+    and drops the small corrections a noise-like mark would need (they fall in its quantiser's
+    dead zone). A mark fixed to the frame's grid under a moving face is lost within a few frames;
+    one that moves with the face is carried along. Tracker boxes jitter by pixels, so the motion
+    comes from phase correlation of the face region between consecutive frames (sub-pixel).
+    One instance per stream and face; not thread-safe. Use: `anchor = t.update(frame, box)`,
+    then `embed(frame, box, payload, key, anchor=anchor)`.
+    """
+
+    def __init__(self, max_step: float = 0.25, min_response: float = 0.05) -> None:
+        self.max_step = max_step  # a jump over this share of the box side restarts the anchor
+        self.min_response = min_response
+        self._prev: np.ndarray | None = None
+        self.anchor: tuple[float, float] | None = None
+
+    def reset(self) -> None:
+        """Forget the last frame: the next anchor starts at its box."""
+        self._prev, self.anchor = None, None
+
+    def update(self, frame_bgr: np.ndarray, region) -> tuple[float, float]:
+        """The anchor (x, y) for this frame's mark of the face in `region` (a box or a mask)."""
+        _check_frame(frame_bgr)
+        (x, y, w, h), _ = _region(frame_bgr.shape[:2], region)
+        grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        prev, self._prev = self._prev, grey
+        if w < 16 or h < 16:
+            self.reset()
+            return (float(x), float(y))
+        if prev is None or prev.shape != grey.shape or self.anchor is None:
+            self.anchor = (float(x), float(y))
+            return self.anchor
+        a = prev[y:y + h, x:x + w].astype(np.float32)
+        b = grey[y:y + h, x:x + w].astype(np.float32)
+        (dx, dy), response = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((w, h), cv2.CV_32F))
+        if response < self.min_response or max(abs(dx) / w, abs(dy) / h) > self.max_step:
+            self.anchor = (float(x), float(y))  # a cut or a lost face: start again
+        else:
+            self.anchor = (self.anchor[0] + dx, self.anchor[1] + dy)
+        return self.anchor
 
 
 def _whitened(frame_bgr: np.ndarray) -> np.ndarray:

@@ -87,7 +87,8 @@ def test_h264_reencode_keeps_the_mark():
 
     # A 223 px face: the detector's smallest window is 2x2 tiles (128 px), and a codec leaves
     # less of the mark on a small, flat cartoon face than on a real one.
-    frames = [wm.embed(f, (77, 91, 223, 223), PAYLOAD) for f in _frames(12, size=384)]
+    box, tracker = (77, 91, 223, 223), wm.AnchorTracker()
+    frames = [wm.embed(f, box, PAYLOAD, anchor=tracker.update(f, box)) for f in _frames(12, size=384)]
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=25)
@@ -107,6 +108,25 @@ def test_h264_reencode_keeps_the_mark():
     assert sum(d.payload == PAYLOAD for d in hits) >= len(hits) // 2
     total = np.sum([d.soft_bits for d in hits], axis=0)
     assert int(((total > 0).astype(np.int64) << np.arange(wm.N_BITS)).sum()) == PAYLOAD
+
+
+def test_anchor_tracker_follows_the_face_and_restarts_on_a_cut():
+    frame = cv2.resize(_frames(1)[0], (320, 320))
+    box = (60, 60, 200, 200)
+    tracker = wm.AnchorTracker()
+    assert tracker.update(frame, box) == (60.0, 60.0), "a new track starts at its box"
+    moved = cv2.warpAffine(frame, np.float32([[1, 0, 3.5], [0, 1, -2.0]]), (320, 320), borderMode=cv2.BORDER_REFLECT)
+    ax, ay = tracker.update(moved, box)
+    assert abs(ax - 63.5) < 0.5 and abs(ay - 58.0) < 0.5, (ax, ay)
+    # The mark at a fractional anchor is still found, at that anchor's whole-pixel shift.
+    d = wm.analyze(wm.embed(moved, box, PAYLOAD, anchor=(ax, ay)))
+    assert d.found and d.payload == PAYLOAD
+    def circular(a: float, b: float) -> float:
+        return abs((a - b + wm.TILE / 2) % wm.TILE - wm.TILE / 2)
+
+    assert circular(d.shift[0], ax) <= 1 and circular(d.shift[1], ay) <= 1, (d.shift, ax, ay)
+    cut = np.random.default_rng(0).integers(0, 255, frame.shape, dtype=np.uint8)
+    assert tracker.update(cut, box) == (60.0, 60.0), "a cut restarts the anchor"
 
 
 def test_bad_arguments_raise_clear_errors():
