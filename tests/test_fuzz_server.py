@@ -52,7 +52,7 @@ def stub(tmp_path_factory):
         stub = swap_pb2_grpc.FaceSwapStub(channel)
         # Warm: first-call allocations (cascades, onnxruntime arenas) are not a leak.
         fuzz_cases.stream(stub, fuzz_cases.StreamCase("first-frame", None, [fuzz_cases.good_frame()]), DEADLINE)
-        fuzz_cases.swap_image(stub, fuzz_cases.good_frame(), DEADLINE, (("swapstream-model", "neg"),))
+        fuzz_cases.swap_image(stub, fuzz_cases.good_frame(), DEADLINE, (("swapstream-model", fuzz_cases.MODEL),))
         yield stub
         channel.close()
 
