@@ -10,10 +10,12 @@ output (decoded back with PyAV). With --before, the same with an older checkout'
 (clients/ and faces/ under that folder), which had no retry.
 
 storm: one replica with --max-streams; two clients start first and are admitted, then the others
-start while the slots are full, all as child processes. "naive": each refused client calls again
-at once, in a loop (what the issue measured); "backoff": this checkout's client (pushback hint,
-full-jitter backoff). Reported: the admitted streams' FPS against the same two streams alone,
-and the refused calls the server counted (from /metrics).
+start while the slots are full, all as child processes (each makes its frames first and waits
+for a word on stdin, so no start-up cost falls into the figures). "naive": each refused client
+calls again at once, in a loop (what the issue measured); "backoff": this checkout's client
+(pushback hint, full-jitter backoff); "alone": the others wait until the two are done.
+Reported: the admitted streams' FPS against "alone", and the refused calls the server counted
+(from /metrics).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,6 +139,9 @@ def storm_worker(mode: str, server: str, model: str, frames: int, size: int) -> 
     data = synthetic_frames(frames, size)
     images = [decode_reply(swap_pb2.SwappedFrame(encoding=swap_pb2.JPEG, data=d, width=size, height=size))
               for d in data]
+    # Ready (imports done, frames made): wait for the word, so start-up costs stay out of the figures.
+    print("ready", flush=True)
+    sys.stdin.readline()
     attempts = 0
     start = time.perf_counter()
     with SwapClient(server) as client:
@@ -157,22 +163,40 @@ def storm_worker(mode: str, server: str, model: str, frames: int, size: int) -> 
 
 
 def storm(args) -> dict:
+    def start(cmd: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("a storm client did not start")
+        return proc
+
+    def go(procs: list[subprocess.Popen]) -> None:
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+
+    def result(proc: subprocess.Popen) -> dict:
+        return json.loads(proc.communicate()[0].strip().splitlines()[-1])
+
     def run(mode: str, contenders: int) -> dict:
+        """Two admitted streams; `contenders` more that, in "alone", wait until those are done."""
         replica = Replica(args.models, "--max-streams", str(args.max_streams))
         cmd = [sys.executable, __file__, "worker", "--models", args.models, "--model", args.model,
                "--server", replica.address, "--frames", str(args.frames), "--size", str(args.size)]
         try:
-            first = [subprocess.Popen(cmd + ["--mode", "backoff"], stdout=subprocess.PIPE, text=True)
-                     for _ in range(args.max_streams)]
+            first = [start(cmd + ["--mode", "backoff"]) for _ in range(args.max_streams)]
+            rest = [start(cmd + ["--mode", "backoff" if mode == "alone" else mode]) for _ in range(contenders)]
+            go(first)
             while replica.value(r"swapstream_active_streams") < args.max_streams:
                 time.sleep(0.02)
             t0 = time.perf_counter()
-            rest = [subprocess.Popen(cmd + ["--mode", mode], stdout=subprocess.PIPE, text=True)
-                    for _ in range(contenders)]
-            results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in first]
+            if mode != "alone":
+                go(rest)
+            results = [result(p) for p in first]
             admitted_end = time.perf_counter()
             refused_during = replica.value(r'swapstream_rejected_calls_total\{.*RESOURCE_EXHAUSTED.*\}')
-            others = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in rest]
+            if mode == "alone":
+                go(rest)
+            others = [result(p) for p in rest]
             refused = replica.value(r'swapstream_rejected_calls_total\{.*RESOURCE_EXHAUSTED.*\}')
         finally:
             replica.stop()
@@ -186,11 +210,20 @@ def storm(args) -> dict:
                 "contender_frames": [r["frames"] for r in others]}
 
     contenders = args.clients - args.max_streams
-    report = {"alone": run("backoff", 0)}
+    # Interleaved repetitions: a shared machine's load drifts between runs, the medians less so.
+    runs = {"alone": [], "naive": [], "backoff": []}
+    for rep in range(args.reps):
+        for mode in runs:
+            runs[mode].append(run(mode, contenders))
+            print(f"rep {rep + 1} {mode}: admitted {runs[mode][-1]['admitted_fps_sum']} FPS, refused "
+                  f"{runs[mode][-1]['refused_per_s_while_admitted_ran']}/s", file=sys.stderr, flush=True)
+    report: dict = {"runs": runs}
+    for mode, rs in runs.items():
+        report[f"{mode}_admitted_fps_median"] = statistics.median(r["admitted_fps_sum"] for r in rs)
+        report[f"{mode}_refused_per_s_median"] = statistics.median(r["refused_per_s_while_admitted_ran"] for r in rs)
     for mode in ("naive", "backoff"):
-        report[mode] = run(mode, contenders)
-        report[mode]["admitted_fps_vs_alone"] = round(report[mode]["admitted_fps_sum"]
-                                                      / report["alone"]["admitted_fps_sum"], 3)
+        report[f"{mode}_admitted_fps_vs_alone"] = round(report[f"{mode}_admitted_fps_median"]
+                                                        / report["alone_admitted_fps_median"], 3)
     return report
 
 
@@ -206,6 +239,7 @@ def main() -> int:
     p.add_argument("--max-streams", type=int, default=2)
     p.add_argument("--frames", type=int, default=80, help="storm: frames per stream")
     p.add_argument("--size", type=int, default=384, help="storm: frame side")
+    p.add_argument("--reps", type=int, default=3, help="storm: repetitions of the three runs, interleaved")
     p.add_argument("--json")
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--server", help=argparse.SUPPRESS)

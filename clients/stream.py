@@ -617,12 +617,12 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
                 summary.retries = client.retries
                 summary.retry_messages = client.retry_log
         except StreamFailed as exc:
-            if exc.code in USER_ERRORS and writer.frames == 0:
+            if exc.code in USER_ERRORS and summary.frames == 0:  # (a resumed partial stays as it was)
                 raise InputError(f"server {target}: {exc.cause.details()}") from exc
             outcome = "partial"
             failure: BaseException = exc
         except VideoError as exc:  # the input turned out corrupt or truncated midway
-            if writer.frames == 0:
+            if summary.frames == 0:
                 raise
             outcome = "partial"
             failure = exc
@@ -632,7 +632,7 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
         except InputError:
             raise
         except Exception as exc:  # anything else after frames were done: keep them all the same
-            if writer.frames == 0:
+            if summary.frames == 0:
                 raise
             outcome = "partial"
             failure = exc
