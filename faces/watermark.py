@@ -241,9 +241,9 @@ class AnchorTracker:
     then `embed(frame, box, payload, key, anchor=anchor)`.
     """
 
-    def __init__(self, max_step: float = 0.25, min_response: float = 0.05) -> None:
+    def __init__(self, max_step: float = 0.25, min_response: float = 0.15) -> None:
         self.max_step = max_step  # a jump over this share of the box side restarts the anchor
-        self.min_response = min_response
+        self.min_response = min_response  # a phase-correlation peak under this: unrelated frames (a cut)
         self._prev: np.ndarray | None = None
         self.anchor: tuple[float, float] | None = None
 
