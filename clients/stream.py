@@ -28,7 +28,7 @@ import random
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -56,6 +56,8 @@ USER_ERRORS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.
 # A stream is retried on these: the server drains or went away (UNAVAILABLE; CANCELLED when it
 # cancelled the call, as a hard stop does), or it has no free slot (RESOURCE_EXHAUSTED).
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# A frame answered with this per-frame code was not looked at (server busy): it is sent again.
+BUSY_CODE = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 # The unary calls go through gRPC's own retry policy (which honours the pushback hint itself);
 # a stream cannot (gRPC replays a stream only before its first reply), so `stream` retries it.
 SERVICE_CONFIG = json.dumps({"methodConfig": [{
@@ -184,10 +186,11 @@ def pushback_ms(exc: grpc.RpcError) -> int | None:
 
 
 class _Pending:
-    __slots__ = ("message", "source", "sent_at")
+    __slots__ = ("message", "source", "sent_at", "busy", "not_before")
 
     def __init__(self, message: swap_pb2.Frame, source: np.ndarray | None) -> None:
         self.message, self.source, self.sent_at = message, source, 0.0
+        self.busy, self.not_before = 0, 0.0   # per-frame "server busy" answers so far; resend not before
 
 
 class _FrameFeed:
@@ -240,6 +243,15 @@ class _FrameFeed:
         with self._lock:
             return self.pending.pop(index, None)
 
+    def get(self, index: int) -> _Pending | None:
+        with self._lock:
+            return self.pending.get(index)
+
+    def first(self) -> int | None:
+        """The lowest unanswered index: the next one to hand on, since results go out in order."""
+        with self._lock:
+            return next(iter(self.pending), None)
+
     @property
     def finished(self) -> bool:
         with self._lock:
@@ -276,6 +288,7 @@ class SwapClient:
         self.stub = swap_pb2_grpc.FaceSwapStub(self.channel)
         self._auth = (("authorization", f"Bearer {token}"),) if token else ()
         self.retries = 0          # calls of `stream` that were retried, over this client's life
+        self.frame_retries = 0    # frames sent again after a per-frame "server busy" answer
         self.retry_log: list[str] = []
         # (status code name, the server's pushback hint in ms or None, seconds waited) per retry
         self.retry_waits: list[tuple[str, int | None, float]] = []
@@ -327,7 +340,7 @@ class SwapClient:
             attempts += 1
             progressed = False
             try:
-                for reply, item, latency in self._call(feed, model, options, window):
+                for reply, item, latency in self._call(feed, model, options, window, retry, rng):
                     progressed = True
                     done += 1
                     image = None if reply.HasField("error") else decode_reply(reply)
@@ -360,11 +373,17 @@ class SwapClient:
             except grpc.FutureTimeoutError:
                 pass  # the next call fails fast and counts as one more failure
 
-    def _call(self, feed: _FrameFeed, model: str, options: swap_pb2.SwapOptions | None,
-              window: int) -> Iterator[tuple[swap_pb2.SwappedFrame, _Pending, float]]:
-        """One StreamSwap call over the feed: resend the unanswered frames, then new ones."""
+    def _call(self, feed: _FrameFeed, model: str, options: swap_pb2.SwapOptions | None, window: int,
+              retry: RetryPolicy, rng: random.Random) -> Iterator[tuple[swap_pb2.SwappedFrame, _Pending, float]]:
+        """One StreamSwap call over the feed: resend the unanswered frames, then new ones; yield in order.
+
+        A frame answered with the per-frame code RESOURCE_EXHAUSTED (the server was too busy to
+        look at it) is sent again in the same call after a backoff, up to `retry.attempts` times;
+        the frames answered meanwhile wait so that results still come out in order.
+        """
         slots = threading.Semaphore(max(1, window))
         stop = threading.Event()
+        resend: deque[int] = deque()  # busy frames of this call to send again
 
         def requests() -> Iterator[swap_pb2.Frame]:
             last, first = -1, True
@@ -372,10 +391,16 @@ class SwapClient:
                 while not slots.acquire(timeout=0.1):
                     if stop.is_set():
                         return
-                got = feed.next_after(last, stop)
-                if got is None:
-                    return
-                last, item = got
+                item = None
+                while resend and item is None:
+                    item = feed.get(resend.popleft())
+                if item is not None:
+                    time.sleep(max(0.0, item.not_before - time.monotonic()))
+                else:
+                    got = feed.next_after(last, stop)
+                    if got is None:
+                        return
+                    last, item = got
                 message = item.message
                 if first:  # every call names its model and options on its first frame
                     message = swap_pb2.Frame()
@@ -387,14 +412,25 @@ class SwapClient:
                 item.sent_at = time.perf_counter()
                 yield message
 
+        arrived: dict[int, tuple[swap_pb2.SwappedFrame, float]] = {}
         call = self.stub.StreamSwap(requests(), metadata=self.metadata(model))
         try:
             for reply in call:
-                item = feed.answered(reply.index)
-                if item is None:  # a reply to a frame answered before (resent after a lost reply)
+                item = feed.get(reply.index)
+                if item is None or reply.index in arrived:  # answered before (resent after a lost reply)
                     continue
                 slots.release()
-                yield reply, item, (time.perf_counter() - item.sent_at) * 1000.0
+                if reply.HasField("error") and reply.error.code == BUSY_CODE and item.busy < retry.attempts:
+                    item.busy += 1
+                    item.not_before = time.monotonic() + (retry.delay(item.busy, None, rng) or 0.0)
+                    self.frame_retries += 1
+                    resend.append(reply.index)
+                    continue
+                arrived[reply.index] = reply, time.perf_counter()
+                while (index := feed.first()) is not None and index in arrived:
+                    reply, at = arrived.pop(index)
+                    done = feed.answered(index)
+                    yield reply, done, (at - done.sent_at) * 1000.0
         finally:
             stop.set()
             call.cancel()
@@ -425,6 +461,7 @@ class StreamSummary:
     seconds: float = 0.0
     resumed_from: int = 0           # frames taken from an earlier partial output (--resume)
     retries: int = 0
+    frame_retries: int = 0          # frames sent again after a per-frame "server busy" answer
     latency_ms: list[float] = field(default_factory=list)
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     error_messages: list[str] = field(default_factory=list)
@@ -453,7 +490,7 @@ class StreamSummary:
         return {
             "frames": self.frames, "frames_with_faces": self.frames_with_faces,
             "faces_swapped": self.faces_swapped, "errors": self.errors,
-            "resumed_from": self.resumed_from, "retries": self.retries,
+            "resumed_from": self.resumed_from, "retries": self.retries, "frame_retries": self.frame_retries,
             "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
             "latency_ms": {f"p{q}": round(percentile(self.latency_ms, q), 2) for q in (50, 95, 99)},
             "server_stage_ms_p50": {s: round(percentile(v, 50), 2) for s, v in self.stage_ms.items()},
@@ -471,6 +508,8 @@ class StreamSummary:
         ]
         if self.retries:
             lines.append(f"retried {self.retries} time(s): " + "; ".join(self.retry_messages[-3:]))
+        if self.frame_retries:
+            lines.append(f"{self.frame_retries} frame(s) sent again after the server was too busy to take them")
         lines += [f"error: {m}" for m in self.error_messages]
         lines += [f"wrote {p}" for p in self.outputs]
         return "\n".join(lines)
@@ -615,6 +654,7 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
             finally:
                 summary.seconds = time.perf_counter() - start
                 summary.retries = client.retries
+                summary.frame_retries = client.frame_retries
                 summary.retry_messages = client.retry_log
         except StreamFailed as exc:
             if exc.code in USER_ERRORS and summary.frames == 0:  # (a resumed partial stays as it was)

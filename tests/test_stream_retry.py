@@ -130,6 +130,31 @@ def test_server_full_backs_off_with_pushback_then_streams(models_dir, frames):
         assert hint is not None and 150 <= hint <= 450 and waited == pytest.approx(hint / 1000)
 
 
+def test_frames_the_server_was_too_busy_to_take_are_sent_again(models_dir, frames):
+    """A per-frame RESOURCE_EXHAUSTED (the decode budget was full) is resent; results stay in order."""
+    from swapstream.server.pipeline import PipelineConfig
+
+    server = start_server(models_dir, config=PipelineConfig(decode_wait=0.05))
+    budget = server.servicer._pipelines["neg"].budget  # the server's own decode budget, shared by all calls
+    budget.acquire(budget.capacity, 1.0)  # as if other streams were decoding huge frames
+    threading.Timer(0.5, budget.release, args=(budget.capacity,)).start()
+    try:
+        with SwapClient(f"127.0.0.1:{server.port}") as client:
+            results = list(client.stream(frames[:12], "neg", retry=FAST))
+            with SwapClient(f"127.0.0.1:{server.port}") as plain:  # no retry policy: the error is the answer
+                budget.acquire(budget.capacity, 1.0)
+                try:
+                    first = next(iter(plain.stream(frames[:1], "neg")))
+                finally:
+                    budget.release(budget.capacity)
+    finally:
+        server.shutdown(1.0)
+    assert [r.index for r in results] == list(range(12))
+    assert all(not r.reply.HasField("error") for r in results)
+    assert client.frame_retries >= 1 and client.retries == 0  # resent within the same call
+    assert first.reply.error.code == 8 and first.image is None
+
+
 def test_gives_up_keeps_a_playable_partial_and_resume_finishes(models_dir, clip, tmp_path, capsys):
     out = str(tmp_path / "out.mp4")
     server = start_server(models_dir)
