@@ -374,13 +374,6 @@ class SwapPipeline:
             self._spare_detectors.put(detector)
         return self.finish(job, settings)
 
-    def run_stream(self, frames: Iterable[swap_pb2.Frame], settings: StreamSettings,
-                   stop: "StreamControl") -> Iterator[swap_pb2.SwappedFrame]:
-        """Transitional, for clients/bench.py until it calls server.service.stream_replies."""
-        from swapstream.server.service import stream_replies
-
-        return stream_replies(self, frames, settings, stop)
-
     def stream_results(self, frames: "Iterable[swap_pb2.Frame] | FrameReader", settings: StreamSettings,
                        stop: "StreamControl") -> Iterator[FrameResult]:
         """Results for `frames`, in order, with the stages overlapped (see module doc).

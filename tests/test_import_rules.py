@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVING_MODULES = ["swapstream.server." + m for m in
-                   ("cli", "service", "pipeline", "registry", "manifest", "session", "batcher", "tracking", "metrics")]
+                   ("cli", "service", "pipeline", "registry", "session", "batcher", "tracking", "metrics")]
 SERVING_MODULES += ["swapstream.server", "swapstream.clients.cli", "swapstream.clients.stream",
                     "swapstream.clients.bench", "swapstream.faces.wire", "swapstream.faces.model_folder"]
 # What exporter, server and client share: neither TensorFlow nor gRPC.
