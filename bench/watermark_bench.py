@@ -27,12 +27,15 @@ import av
 import cv2
 import numpy as np
 
-from swapstream.clients.verify import MAX_BIT_DIFF
+from swapstream.clients.verify import MAX_BIT_DIFF, model_for
 from swapstream.faces import watermark as wm
 from swapstream.faces.detect import HaarDetector
 from swapstream.server.tracking import FaceTracker
 
 PAYLOAD = wm.model_id("bench-model", "0" * 64)
+# What `verify --models` would know: the model and 99 others.
+MODELS = {wm.model_id(f"decoy-{i}", "0" * 64): f"decoy-{i}" for i in range(99)} | {PAYLOAD: "bench-model"}
+SMALL_FACE = 128  # px: below the detector's smallest window (2x2 tiles); reported apart
 
 
 def read_frames(path: str, limit: int | None = None) -> tuple[list[np.ndarray], float]:
@@ -130,7 +133,8 @@ def main() -> int:
         raise SystemExit(f"no videos under {args.data}")
     t_start = time.perf_counter()
     conds = ("raw", "jpeg75", "h264", "h264_fixed_anchor", "h264_swapped_like")
-    totals = {c: {"frames": 0, "found": 0, "payload_ok": 0, "scores": []} for c in conds}
+    totals = {(c, g): {"frames": 0, "found": 0, "payload_ok": 0, "model_ok": 0, "scores": []}
+              for c in conds for g in ("all", f"face>={SMALL_FACE}px")}
     per_video, psnrs, clip_verdicts, clip_fp = [], [], {"h264": [], "h264_swapped_like": []}, []
     timing_frames = {}
     for path in videos:
@@ -168,11 +172,15 @@ def main() -> int:
                "face_px": int(np.median([boxes[i][2] for i in keep])) if keep else 0}
         for c, fs in sets.items():
             dets = [wm.analyze(fs[i]) for i in keep]
-            tot = totals[c]
-            tot["frames"] += len(dets)
-            tot["found"] += sum(d.found for d in dets)
-            tot["payload_ok"] += sum(d.payload == PAYLOAD for d in dets)
-            tot["scores"] += [d.score for d in dets]
+            for g in ("all", f"face>={SMALL_FACE}px"):
+                use = [d for d, i in zip(dets, keep) if g == "all" or boxes[i][2] >= SMALL_FACE]
+                tot = totals[(c, g)]
+                tot["frames"] += len(use)
+                tot["found"] += sum(d.found for d in use)
+                tot["payload_ok"] += sum(d.payload == PAYLOAD for d in use)
+                tot["model_ok"] += sum(d.found and model_for(d.payload, d.soft_bits, MODELS) == "bench-model"
+                                       for d in use)
+                tot["scores"] += [d.score for d in use]
             row[c] = f"{sum(d.found for d in dets)}/{len(dets)}"
             if c in clip_verdicts and dets:
                 clip_verdicts[c].append(video_verdict(dets))
@@ -196,10 +204,12 @@ def main() -> int:
     fp = np.array(fp_scores)
     report = {
         "threshold": wm.DEFAULT_THRESHOLD, "strength": wm.DEFAULT_STRENGTH, "band": list(wm.BAND),
-        "detection": {c: {"frames": t["frames"], "found_rate": round(t["found"] / max(t["frames"], 1), 4),
-                          "payload_ok_rate": round(t["payload_ok"] / max(t["frames"], 1), 4),
-                          "score_p5": round(float(np.percentile(t["scores"], 5)), 2),
-                          "score_median": round(float(np.median(t["scores"])), 2)} for c, t in totals.items()},
+        "detection": {f"{c} {g}": {"frames": t["frames"], "found_rate": round(t["found"] / max(t["frames"], 1), 4),
+                                   "payload_ok_rate": round(t["payload_ok"] / max(t["frames"], 1), 4),
+                                   "model_named_rate": round(t["model_ok"] / max(t["frames"], 1), 4),
+                                   "score_p5": round(float(np.percentile(t["scores"], 5)), 2) if t["scores"] else None,
+                                   "score_median": round(float(np.median(t["scores"])), 2) if t["scores"] else None}
+                      for (c, g), t in totals.items()},
         "clips_found": {c: f"{sum(v)}/{len(v)}" for c, v in clip_verdicts.items()},
         "unmarked_clips_flagged": f"{sum(clip_fp)}/{len(clip_fp)}",
         "false_positives": {"frames": int(fp.size), "rate": round(float((fp >= wm.DEFAULT_THRESHOLD).mean()), 4),

@@ -103,6 +103,20 @@ def _hamming(a: int, b: int) -> int:
     return bin(a ^ b).count("1")
 
 
+def model_for(payload: int | None, soft_bits: np.ndarray, models: dict[int, str]) -> str | None:
+    """The known model whose id best explains the soft bits, if it differs from `payload` in at
+    most MAX_BIT_DIFF bits: a maximum-likelihood decoder over the candidates, which puts right
+    the odd bit a codec flipped."""
+    if payload is None or not models:
+        return None
+    if payload in models:
+        return models[payload]
+    ids = np.array(list(models), dtype=np.int64)
+    signs = ((ids[:, None] >> np.arange(wm.N_BITS)) & 1) * 2 - 1
+    best = int(np.argmax(signs @ soft_bits))
+    return models[int(ids[best])] if _hamming(int(ids[best]), payload) <= MAX_BIT_DIFF else None
+
+
 def _combined_payload(hits: list[wm.Detection]) -> tuple[int | None, int]:
     """The payload the found frames agree on (sign of their summed soft bits) and how many agree."""
     if not hits:
@@ -122,7 +136,7 @@ def verify(path: str, key: str, models: dict[int, str] | None = None, every: int
         d = wm.analyze(frame, key, threshold)
         row = {"index": index, "found": d.found, "score": round(d.score, 2),
                "payload": None if d.payload is None else f"{d.payload:08x}",
-               "model": models.get(d.payload) if d.found else None,
+               "model": model_for(d.payload, d.soft_bits, models) if d.found else None,
                "box": list(d.box) if d.found and d.box else None}
         frames.append(row)
         if d.found:
@@ -131,10 +145,11 @@ def verify(path: str, key: str, models: dict[int, str] | None = None, every: int
             on_frame(row)
     payload, agreeing = _combined_payload(hits)
     found = agreeing >= (1 if len(frames) == 1 else 2)
+    total = np.sum([h.soft_bits for h in hits], axis=0) if hits else np.zeros(wm.N_BITS)
     report = {
         "file": path, "frames_checked": len(frames), "frames_marked": len(hits),
         "found": found, "payload": f"{payload:08x}" if found else None,
-        "model": models.get(payload) if found else None,
+        "model": model_for(payload, total, models) if found else None,
         "frames_agreeing": agreeing, "threshold": threshold, "frames": frames,
     }
     report["credential"] = _credential(path, trust_pem)

@@ -47,8 +47,8 @@ BAND = (0.06, 0.18)
 # Detector pre-filter: a difference of Gaussians (sigmas in px) matched to BAND, and the box
 # (px) over which the local variance that weights it is taken.
 PREFILTER = (0.7, 2.5, 9)
-PILOT_SHARE = 0.2  # share of the mark's power spent on the pilot (finding it), the rest on the bits
-DEFAULT_STRENGTH = 2.0  # RMS of the mark in luma levels (0..255) where the region's weight is 1
+PILOT_SHARE = 0.25  # share of the mark's power spent on the pilot (finding it), the rest on the bits
+DEFAULT_STRENGTH = 2.2  # RMS of the mark in luma levels (0..255) where the region's weight is 1
 # Score threshold in standard deviations; the best of ~4096 shifts x up to hundreds of windows
 # is taken, so a single window's null tail is not the per-frame false-positive rate:
 # bench/watermark_bench.py measures that on real unmarked frames.

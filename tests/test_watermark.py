@@ -172,6 +172,16 @@ def test_verify_image_reports_the_model(tmp_path, capsys):
     assert report["frames"][0]["payload"] == f"{payload:08x}"
 
 
+def test_verify_names_a_model_despite_a_flipped_bit():
+    soft = np.where((PAYLOAD >> np.arange(wm.N_BITS)) & 1, 4.0, -4.0).astype(np.float32)
+    soft[5] = -soft[5] * 0.1  # one weak bit came out wrong
+    flipped = PAYLOAD ^ (1 << 5)
+    models = {PAYLOAD: "ae-demo", wm.model_id("other", "1" * 64): "other"}
+    assert verify.model_for(flipped, soft, models) == "ae-demo"
+    assert verify.model_for(flipped ^ 0xFF00, soft, models) is None, "too many bits differ"
+    assert verify.model_for(PAYLOAD, soft, {}) is None
+
+
 def test_verify_video_and_unmarked_and_bad_input(tmp_path, capsys):
     frames = _frames(6)
     marked, plain = tmp_path / "marked.avi", tmp_path / "plain.avi"
