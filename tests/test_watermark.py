@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -23,6 +25,15 @@ def _jpeg(frame: np.ndarray, quality: int = 75) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def test_provenance_modules_load_neither_tensorflow_nor_grpc():
+    code = ("import json, sys\n"
+            "import swapstream.faces.watermark, swapstream.clients.verify, swapstream.clients.credentials\n"
+            "print(json.dumps([m for m in ('tensorflow', 'keras', 'grpc', 'onnx') if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_model_id_is_32_bits_and_depends_on_name_and_manifest():
