@@ -300,11 +300,18 @@ class VideoWriter:
         # AVI stores no presentation times, only a frame rate: its frames are counted at `fps`
         # and given times are rounded to the nearest frame slot.
         self._caller_time_base = Fraction(time_base) if time_base is not None else None
-        if time_base is None or FORMATS[ext] == "avi":
+        self._slots = FORMATS[ext] == "avi"
+        if time_base is None or self._slots:
             time_base, self._step = _frame_time_base(fps)
         else:
+            time_base = Fraction(time_base)
+            if self.codec == "mpeg4" and time_base.denominator > 65535:
+                # MPEG-4 part 2 caps the time base at 1/65535 (H.264 sources often use 1/90000):
+                # a multiple of the frame rate under the cap keeps constant-rate times exact.
+                base = _frame_time_base(fps)[0]
+                time_base = base / max(1, 65535 // base.denominator)
             self._step = max(1, round(1 / (rate * time_base)))
-        self.time_base = Fraction(time_base)
+        self.time_base = time_base
         options = {"movflags": "+faststart"} if FORMATS[ext] in ("mp4", "mov") else {}
         try:
             self._out = av.open(self._tmp, "w", format=FORMATS[ext], options=options)
@@ -358,8 +365,14 @@ class VideoWriter:
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + self._step
         elif self._caller_time_base is not None and self._caller_time_base != self.time_base:
-            slot = round(pts * self._caller_time_base / (self.time_base * self._step)) * self._step
-            pts = slot if self._last_pts is None or slot > self._last_pts else self._last_pts + self._step
+            if self._slots:  # AVI: the nearest free frame slot
+                slot = round(pts * self._caller_time_base / (self.time_base * self._step)) * self._step
+                pts = slot if self._last_pts is None or slot > self._last_pts else self._last_pts + self._step
+            else:
+                converted = round(pts * self._caller_time_base / self.time_base)
+                if self._last_pts is not None and converted <= self._last_pts:
+                    raise VideoError(f"frame times must increase: {pts} comes after an equal or later time")
+                pts = converted
         elif self._last_pts is not None and pts <= self._last_pts:
             raise VideoError(f"frame times must increase: {pts} after {self._last_pts}")
         self._last_pts = pts

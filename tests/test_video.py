@@ -41,7 +41,7 @@ def faces() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def toned(tmp_path_factory, faces) -> str:
     path = str(tmp_path_factory.mktemp("clips") / "toned.mp4")
-    make_clip(path, faces, FPS, tone_hz=TONE)
+    make_clip(path, faces, FPS, time_base=Fraction(1, 90000), tone_hz=TONE)  # 1/90000: as H.264 .mp4 files have
     return path
 
 
