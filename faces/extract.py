@@ -1,10 +1,14 @@
 """`swapstream extract`: build a face set (.npz) from videos of one person.
 
-The data preparation: every Nth frame, Haar detection, a square crop with a margin,
-resize, drop blurry crops and near-duplicates, save uncompressed.
+The data preparation: every Nth frame, Haar detection, dlib's five landmarks inside the Haar
+box, a similarity warp to the alignment template (faces/align.py: roll, scale and position the
+same in every crop), drop blurry crops and near-duplicates, save uncompressed with each face's
+matrix and landmarks and the template. `--no-align` keeps the old axis-aligned Haar square
+with a margin instead (for comparisons).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -15,13 +19,20 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from swapstream.faces.align import Aligner, AlignTemplate, warp_face
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.crop import crop_face
-from swapstream.faces.detect import HaarDetector
+from swapstream.faces.detect import Box, HaarDetector
 from swapstream.faces.errors import FaceSetError, InputError
 from swapstream.faces.faceset import FaceSet, save_faceset
 from swapstream.faces.synth import sidecar_path
 from swapstream.faces.video import VideoReader
+
+# A plausible face: the eye centres 0.2..0.55 of the Haar box's side apart (real faces: 0.30-0.36)
+# and the face rolled at most 45 degrees. Outside that the five points did not land on a face
+# (a false Haar detection, or a face the 5-point model cannot read).
+EYE_SPAN = (0.2, 0.55)
+MAX_ROLL = 45.0
 
 
 @dataclass
@@ -33,12 +44,16 @@ class ExtractStats:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    align_seconds: float = 0.0  # landmarks + matrix + warp, summed over the faces aligned
+    aligned: int = 0
 
     def summary(self) -> str:
         drops = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
         ms = 1000.0 * self.seconds / max(self.frames_sampled, 1)
+        align = (f", alignment {1000.0 * self.align_seconds / self.aligned:.1f} ms per face"
+                 if self.aligned else "")
         return (f"frames read {self.frames_read}, sampled {self.frames_sampled}, faces kept {self.kept}; "
-                f"dropped: {drops}; {ms:.1f} ms per sampled frame")
+                f"dropped: {drops}; {ms:.1f} ms per sampled frame{align}")
 
 
 def sharpness(face: np.ndarray) -> float:
@@ -59,20 +74,41 @@ def _load_synth_params(video: str) -> dict[str, np.ndarray] | None:
         return {k: data[k] for k in ("identity", "pose", "pose_names", "size") if k in data.files}
 
 
+def plausible(landmarks: np.ndarray, box: Box, roll: float) -> bool:
+    """True when five points found inside `box` look like a face (see EYE_SPAN, MAX_ROLL)."""
+    p = np.asarray(landmarks, np.float64)
+    eyes = float(np.linalg.norm(p[0:2].mean(0) - p[2:4].mean(0))) / max(box.w, box.h, 1)
+    return EYE_SPAN[0] <= eyes <= EYE_SPAN[1] and abs(roll) <= MAX_ROLL and bool(np.all(np.isfinite(p)))
+
+
 def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: float = 0.2,
                   min_sharpness: float = 10.0, dup_threshold: float = 1.0,
-                  detector: HaarDetector | None = None, progress: bool = True) -> tuple[FaceSet, ExtractStats]:
+                  detector: HaarDetector | None = None, progress: bool = True,
+                  template: AlignTemplate | None = None, align: bool = True,
+                  aligner: Aligner | None = None) -> tuple[FaceSet, ExtractStats]:
     """Extract the largest face of every `every`-th frame of each video into a FaceSet.
 
+    With `align` (the default) each face is warped to `template` (default AlignTemplate(size));
+    the set records the template, each face's 2x3 matrix and its five landmarks, and `margin`
+    is not used. With align=False it is the Haar square grown by `margin`, resized to `size`.
     A crop is dropped when its Laplacian variance is below `min_sharpness` or when its 16x16
     grey thumbnail differs from the previous kept face of the same video by less than
     `dup_threshold` grey levels on average. Raises InputError if no face is kept.
     """
     if every < 1 or size < 8 or margin < 0:
         raise InputError("--every must be >= 1, --size >= 8 and --margin >= 0")
+    if align:
+        if template is None:
+            template = AlignTemplate(size=size)
+        elif template.size != size:
+            raise InputError(f"the template is {template.size} px but --size is {size}")
+        aligner = aligner or Aligner(template)
+        if aligner.template != template:
+            raise ValueError("the aligner's template differs from `template`")
     detector = detector or HaarDetector()
     stats = ExtractStats()
     faces, sources, frame_idx, boxes, poses, identities = [], [], [], [], [], []
+    matrices, landmarks = [], []
     synth_all = True
     pose_names = frame_size = None
     start = time.perf_counter()
@@ -96,7 +132,23 @@ def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: f
                     stats.dropped["no face"] += 1
                     continue
                 box = found[0]
-                crop, transform = crop_face(frame, box, size, margin)
+                if align:
+                    t0 = time.perf_counter()
+                    try:
+                        al = aligner.align(frame, box)
+                    except ValueError:  # the box lies (mostly) outside the frame
+                        stats.dropped["no landmarks"] += 1
+                        continue
+                    if not plausible(al.landmarks, box, al.roll):
+                        stats.dropped["implausible landmarks"] += 1
+                        continue
+                    crop = warp_face(frame, al)
+                    stats.align_seconds += time.perf_counter() - t0
+                    stats.aligned += 1
+                    stored_box = box.as_tuple()
+                else:
+                    crop, transform = crop_face(frame, box, size, margin)
+                    stored_box = transform.box.as_tuple()
                 if sharpness(crop) < min_sharpness:
                     stats.dropped["blurry"] += 1
                     continue
@@ -108,7 +160,10 @@ def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: f
                 faces.append(crop)
                 sources.append(video)
                 frame_idx.append(index)
-                boxes.append(transform.box.as_tuple())
+                boxes.append(stored_box)
+                if align:
+                    matrices.append(al.matrix)
+                    landmarks.append(al.landmarks)
                 if synth is not None and "pose" in synth and index < len(synth["pose"]):
                     poses.append(synth["pose"][index])
                     identities.append(int(synth["identity"]))
@@ -127,19 +182,32 @@ def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: f
         if frame_size is not None:
             extra["frame_size"] = np.asarray(frame_size, np.int64)
     fs = FaceSet(np.stack(faces), np.asarray(sources, np.str_), np.asarray(frame_idx, np.int64),
-                 np.asarray(boxes, np.int64), margin, extra)
+                 np.asarray(boxes, np.int64), 0.0 if align else margin, extra,
+                 template if align else None,
+                 np.asarray(matrices, np.float64) if align else None,
+                 np.asarray(landmarks, np.float32) if align else None)
     return fs, stats
 
 
 def main(argv: list[str] | None = None) -> int:
     """`swapstream extract VIDEO... --out SET.npz [--every N] [--size PX] [--margin F]`."""
+    defaults = AlignTemplate()
     parser = ArgumentParser(prog="swapstream extract", description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", help="video files of one person")
     parser.add_argument("--out", required=True, help="face set to write (.npz)")
     parser.add_argument("--every", type=int, default=10, help="take every Nth frame (default 10)")
-    parser.add_argument("--size", type=int, default=160, help="crop side in pixels (default 160)")
-    parser.add_argument("--margin", type=float, default=0.2,
-                        help="margin around the detected box, fraction of its side on each side (default 0.2)")
+    parser.add_argument("--size", type=int, default=defaults.size,
+                        help=f"crop side in pixels (default {defaults.size})")
+    parser.add_argument("--eye-distance", type=float, default=defaults.eye_distance,
+                        help="alignment template: distance of the eye centres, share of the crop side "
+                             f"(default {defaults.eye_distance}; larger = tighter framing)")
+    parser.add_argument("--eye-line", type=float, default=defaults.eye_line,
+                        help=f"alignment template: height of the eyes, share of the side (default {defaults.eye_line})")
+    parser.add_argument("--no-align", action="store_true",
+                        help="axis-aligned Haar squares grown by --margin instead of aligned faces")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="with --no-align: margin around the detected box, fraction of its side on each side "
+                             "(default 0.2); aligned faces are framed by the template instead")
     parser.add_argument("--min-sharpness", type=float, default=10.0,
                         help="drop crops whose Laplacian variance is below this (default 10)")
     parser.add_argument("--dedup", type=float, default=1.0,
@@ -151,10 +219,28 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if not args.out.endswith(".npz"):
             raise InputError(f"--out must end in .npz, got {args.out}")
-        fs, stats = extract_faces(args.videos, args.every, args.size, args.margin,
-                                  args.min_sharpness, args.dedup, progress=not args.quiet)
+        for name in ("eye_distance", "eye_line"):
+            if not math.isfinite(getattr(args, name)):
+                raise InputError(f"--{name.replace('_', '-')} must be a number")
+        template = None
+        if not args.no_align:
+            if args.margin is not None:
+                print("swapstream extract: note: --margin applies to --no-align crops; aligned faces are "
+                      "framed by the template (--eye-distance, --eye-line)", file=sys.stderr)
+            if args.size < 8:
+                raise InputError("--size must be >= 8")
+            try:
+                template = AlignTemplate(size=args.size, eye_distance=args.eye_distance, eye_line=args.eye_line)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+        margin = 0.2 if args.margin is None else args.margin
+        fs, stats = extract_faces(args.videos, args.every, args.size, margin,
+                                  args.min_sharpness, args.dedup, progress=not args.quiet,
+                                  template=template, align=not args.no_align)
         save_faceset(args.out, fs)
-        print(f"{args.out}: {len(fs)} faces {fs.size}x{fs.size}; {stats.summary()}")
+        kind = (f"aligned (eye distance {template.eye_distance}, eye line {template.eye_line})" if template
+                else f"Haar squares, margin {margin}")
+        print(f"{args.out}: {len(fs)} faces {fs.size}x{fs.size} {kind}; {stats.summary()}")
         return 0
 
     return run_cli(body, "swapstream extract")

@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from swapstream.faces import extract
+from swapstream.faces.align import AlignTemplate
 from swapstream.faces.faceset import load_faceset
 from swapstream.faces.video import VideoWriter
 
@@ -56,9 +57,60 @@ def test_extract_from_synthetic_video_keeps_expected_faces(tmp_path, capsys):
     fs = load_faceset(out)
     assert len(fs) == 10 and fs.faces.shape[1:] == (48, 48, 3)
     assert fs.frame_index.tolist() == list(range(0, 40, 4))
+    # aligned to the default template at 48 px: each face's matrix takes its five points onto it
+    assert fs.aligned and fs.template == AlignTemplate(size=48) and fs.margin == 0.0
+    assert fs.matrix.shape == (10, 2, 3) and fs.landmarks.shape == (10, 5, 2)
+    placed = np.einsum("nij,nkj->nki", fs.matrix[:, :, :2], fs.landmarks) + fs.matrix[:, None, :, 2]
+    assert np.abs(placed - (fs.template.points() - 0.5)).max() < 0.15 * fs.template.eye_distance * 48
     # ground-truth parameters of the synthetic frames travel with the faces
     assert fs.extra["identity"].tolist() == [3] * 10
     assert fs.extra["pose"].shape[0] == 10 and fs.extra["frame_size"].tolist() == [192, 192]
     # the default near-duplicate filter can only drop faces, never add
     rc, _ = _run([video, "--out", out, "--every", "4", "--size", "48", "--quiet"], capsys)
     assert rc == 0 and 1 <= len(load_faceset(out)) <= 10
+
+
+def test_aligned_extract_holds_the_true_eyes_still(tmp_path, capsys):
+    """Across a talking, turning synthetic head the renderer's own eye centres stay put in the
+    aligned crops (within 3% of the eye distance), and a tighter template frames them tighter."""
+    from swapstream.faces import synth_cli
+    from swapstream.faces.synth import load_sidecar, sidecar_path
+    from tests.test_align import truth_points
+
+    video = str(tmp_path / "a.mp4")
+    assert synth_cli.main(["--identity", "5", "--frames", "24", "--out", video, "--size", "256x256",
+                           "--seed", "4", "--quiet"]) == 0
+    take = load_sidecar(sidecar_path(video))
+    spans = {}
+    for eye_distance, eye_line in ((0.27, 0.42), (0.32, 0.39)):
+        out = str(tmp_path / f"a{eye_distance}.npz")
+        rc, err = _run([video, "--out", out, "--every", "2", "--dedup", "0", "--size", "128", "--quiet",
+                        "--eye-distance", str(eye_distance), "--eye-line", str(eye_line)], capsys)
+        assert rc == 0, err
+        fs = load_faceset(out)
+        assert fs.template == AlignTemplate(128, eye_distance, eye_line) and len(fs) >= 10
+        eyes, dists = [], []
+        for m, index in zip(fs.matrix, fs.frame_index):
+            truth = truth_points(5, take.poses[int(index)])
+            crop = truth @ m[:, :2].T + m[:, 2]
+            eyes.append(crop[:4].mean(0))
+            dists.append(np.linalg.norm(crop[0:2].mean(0) - crop[2:4].mean(0)))
+        eyes, d = np.array(eyes), float(np.mean(dists))
+        assert np.linalg.norm(eyes - eyes.mean(0), axis=1).mean() < 0.03 * d
+        spans[eye_distance] = d
+    assert abs(spans[0.32] / spans[0.27] - 0.32 / 0.27) < 0.02
+
+
+def test_no_align_keeps_haar_squares_and_bad_template_exits_2(tmp_path, capsys):
+    from swapstream.faces import synth_cli
+
+    video = str(tmp_path / "a.mp4")
+    assert synth_cli.main(["--identity", "3", "--frames", "8", "--out", video, "--size", "160x160", "--quiet"]) == 0
+    out = str(tmp_path / "a.npz")
+    rc, err = _run([video, "--out", out, "--every", "4", "--size", "32", "--no-align", "--margin", "0.3",
+                    "--quiet"], capsys)
+    assert rc == 0, err
+    fs = load_faceset(out)
+    assert not fs.aligned and fs.matrix is None and fs.margin == 0.3 and fs.size == 32
+    rc, err = _run([video, "--out", out, "--eye-distance", "2", "--quiet"], capsys)
+    assert rc == 2 and "eye_distance" in err
