@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("swapstream.faces.synth_cli", "render a synthetic face video (and its ground-truth twin)"),
     "extract": ("swapstream.faces.extract", "extract a face set (.npz) from one or more videos"),
     "train": ("swapstream.trainer.cli", "train a face-swap method on two face sets"),
+    "pretrain": ("swapstream.trainer.pretrain", "pretrain an encoder and one generic decoder on many face sets"),
     "compare": ("swapstream.trainer.compare", "train every method on the same faces and rate them"),
     "export": ("swapstream.exporter.cli", "export a training run to ONNX (model.onnx + manifest.json)"),
     "triton": ("swapstream.exporter.triton", "write a Triton model-repository entry for an exported model folder"),
