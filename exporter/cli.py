@@ -62,6 +62,9 @@ def _run(argv: list[str] | None) -> int:
     if not os.path.isdir(args.run):
         raise InputError(f"run folder {args.run} does not exist")
 
+    from swapstream.trainer.tf_quiet import import_tensorflow
+
+    import_tensorflow()  # before the exporter's modules load it with its start-up lines
     from swapstream.exporter.convert import ConversionError
     from swapstream.exporter.export import ExportSpec, ParityError, export_model
     from swapstream.exporter.runs import load_inference
