@@ -19,20 +19,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from swapstream.faces.align import Aligner, AlignTemplate, warp_face
+from swapstream.faces.align import Aligner, AlignTemplate, plausible, warp_face
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.crop import crop_face
-from swapstream.faces.detect import Box, HaarDetector
+from swapstream.faces.detect import HaarDetector
 from swapstream.faces.errors import FaceSetError, InputError
 from swapstream.faces.faceset import FaceSet, save_faceset
 from swapstream.faces.synth import sidecar_path
 from swapstream.faces.video import VideoReader
-
-# A plausible face: the eye centres 0.2..0.55 of the Haar box's side apart (real faces: 0.30-0.36)
-# and the face rolled at most 45 degrees. Outside that the five points did not land on a face
-# (a false Haar detection, or a face the 5-point model cannot read).
-EYE_SPAN = (0.2, 0.55)
-MAX_ROLL = 45.0
 
 
 @dataclass
@@ -72,13 +66,6 @@ def _load_synth_params(video: str) -> dict[str, np.ndarray] | None:
         return None
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in ("identity", "pose", "pose_names", "size") if k in data.files}
-
-
-def plausible(landmarks: np.ndarray, box: Box, roll: float) -> bool:
-    """True when five points found inside `box` look like a face (see EYE_SPAN, MAX_ROLL)."""
-    p = np.asarray(landmarks, np.float64)
-    eyes = float(np.linalg.norm(p[0:2].mean(0) - p[2:4].mean(0))) / max(box.w, box.h, 1)
-    return EYE_SPAN[0] <= eyes <= EYE_SPAN[1] and abs(roll) <= MAX_ROLL and bool(np.all(np.isfinite(p)))
 
 
 def extract_faces(videos: list[str], every: int = 10, size: int = 160, margin: float = 0.2,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from swapstream.faces.align import AlignTemplate
+from swapstream.faces.align import AlignTemplate, resize_interpolation
 from swapstream.faces.errors import FaceSetError
 from swapstream.faces.files import atomic_path
 
@@ -84,14 +84,16 @@ class FaceSet:
 
 def resize_faces(faces: np.ndarray, size: int) -> np.ndarray:
     """A batch of square face crops (N, S, S, C) at size x size, same dtype: area filter when
-    shrinking, cubic when enlarging (float crops stay within 0..1). The batch itself if S == size."""
+    shrinking 2x or more, Lanczos when shrinking less (a non-integer box blurs: 160 -> 128), cubic
+    when enlarging (faces/align.py `resize_interpolation`; float crops stay within 0..1).
+    The batch itself if S == size."""
     arr = np.asarray(faces)
     if arr.shape[1] == size and arr.shape[2] == size:
         return arr
-    interp = cv2.INTER_AREA if arr.shape[1] > size else cv2.INTER_CUBIC
+    interp = resize_interpolation(arr.shape[1], size)
     out = np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in arr]).reshape(
         len(arr), size, size, *arr.shape[3:])
-    if np.issubdtype(out.dtype, np.floating):  # cubic overshoots at edges; uint8 saturates by itself
+    if np.issubdtype(out.dtype, np.floating):  # cubic/Lanczos overshoot at edges; uint8 saturates by itself
         np.clip(out, 0.0, 1.0, out=out)
     return out
 

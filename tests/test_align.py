@@ -1,6 +1,7 @@
 """Landmark alignment (dlib 5-point on the Haar box, similarity to a template) on synthetic faces."""
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -10,9 +11,16 @@ from swapstream.faces.align import (
     Aligner,
     Alignment,
     AlignTemplate,
+    eye_distance,
+    pass_through,
     paste_aligned,
+    plausible,
+    rescale,
+    resize_crop,
+    resize_interpolation,
     umeyama,
     warp_face,
+    warp_to_frame,
 )
 from swapstream.faces.detect import Box, HaarDetector
 from swapstream.faces.synth import identity_from_seed, pose_sequence, render_face
@@ -111,7 +119,8 @@ def test_alignment_removes_roll_scale_and_shift(aligner, faces):
         al = aligner.align(f, box)
         assert isinstance(al, Alignment) and al.matrix.shape == (2, 3) and al.landmarks.shape == (5, 2)
         # dlib's own points land near the template (the fit's residual: face shape, not error).
-        assert np.abs(al.to_crop(al.landmarks) - (aligner.template.points() - 0.5)).max() < 0.15 * 0.27 * 128
+        residual = np.abs(al.to_crop(al.landmarks) - (aligner.template.points() - 0.5)).max()
+        assert residual < 0.15 * aligner.template.eye_distance * 128
         rolls.append(al.roll - pose.roll)
         crop_truth = al.to_crop(truth)
         eyes.append(crop_truth[:4].mean(0))
@@ -156,3 +165,51 @@ def test_paste_back_of_the_unchanged_crop_restores_the_frame(aligner, faces):
 def test_landmarks_reject_a_box_outside_the_frame(aligner, faces):
     with pytest.raises(ValueError, match="outside"):
         aligner.landmarks(faces[0][2], Box(1000, 1000, 50, 50))
+
+
+def test_warp_face_halves_a_2x_warp_by_area():
+    """A shrinking warp is sampled at twice the side and area-halved: at a plain 2:1 scale that
+    is exactly OpenCV's area resize (no bilinear blur on top)."""
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    m = np.array([[0.5, 0, -0.25], [0, 0.5, -0.25]])  # crop index i <- frame centre of 2i, 2i+1
+    crop = warp_face(frame, Alignment(m, np.zeros((5, 2), np.float32), 64))
+    ref = cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(crop.astype(int) - ref)[2:-2, 2:-2].max() <= 1
+
+
+def test_rescale_and_pass_through_keep_the_framing(aligner, faces):
+    _, _, frame, box, _ = faces[0]
+    al = aligner.align(frame, box)
+    small = rescale(al, 64)
+    # the same frame points land at the same place relative to the crop side
+    pts = al.landmarks
+    assert np.allclose((small.to_crop(pts) + 0.5) / 64, (al.to_crop(pts) + 0.5) / 128, atol=1e-9)
+    assert small.size == 64 and rescale(small, 128).matrix == pytest.approx(al.matrix)
+    # a perfect 2x network (64 px in, 128 px out) changes the frame only a little under the face,
+    # and nothing outside the crop square's footprint
+    out = pass_through(frame, small, 128)
+    square = paste_aligned(np.zeros(frame.shape[:2], np.uint8), np.full((128, 128), 255, np.uint8), al) > 0
+    diff = np.abs(out.astype(int) - frame).max(2)
+    assert diff[~square].max() == 0 and diff[square].mean() < 8
+    patch, alpha, x0, y0 = warp_to_frame(np.zeros((128, 128, 3), np.uint8), al, frame.shape)
+    assert patch.shape[:2] == alpha.shape and alpha.max() == pytest.approx(1.0)
+    far = Alignment(al.matrix - np.array([[0, 0, 5000.0], [0, 0, 0]]), al.landmarks, 128)  # crop far right
+    assert warp_to_frame(np.zeros((128, 128, 3), np.uint8), far, frame.shape) is None
+
+
+def test_plausible_landmarks(aligner, faces):
+    _, _, frame, box, _ = faces[0]
+    al = aligner.align(frame, box)
+    assert plausible(al.landmarks, box, al.roll)
+    assert not plausible(al.landmarks, Box(box.x, box.y, box.w * 4, box.h * 4), al.roll)  # eyes too close
+    assert not plausible(al.landmarks, box, 60.0)
+    assert eye_distance(al.landmarks) > 0
+
+
+def test_resize_crop_interpolations():
+    assert resize_interpolation(160, 128) == cv2.INTER_LANCZOS4
+    assert resize_interpolation(160, 64) == cv2.INTER_AREA
+    assert resize_interpolation(64, 128) == cv2.INTER_CUBIC
+    img = np.zeros((16, 16, 3), np.uint8)
+    assert resize_crop(img, 16) is img and resize_crop(img, 8).shape == (8, 8, 3)
