@@ -18,6 +18,7 @@ import onnx
 from swapstream.exporter.convert import DEFAULT_OPSET, EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAMES, convert_keras
 from swapstream.exporter.folder import check_destination, discard_staging, make_staging_folder, move_into_place
 from swapstream.exporter.parity import TOLERANCE, ParityResult, compare, keras_outputs, onnx_outputs, parity_faces
+from swapstream.faces.align import AlignTemplate
 from swapstream.faces.model_folder import MODEL_FILE, load_manifest, new_manifest, producer_string, write_manifest
 
 EXTERNAL_DATA_FILE = MODEL_FILE + ".data"
@@ -44,6 +45,8 @@ class ExportSpec:
     device: str = "cpu"          # onnxruntime device for the parity check: auto | cpu | cuda
     opset: int = DEFAULT_OPSET
     real_faces: np.ndarray | None = field(default=None, repr=False)  # uint8 NxSxSx3 BGR crops
+    output_size: int | None = None     # side of the returned faces when it differs from crop_size (2x head)
+    align_template: AlignTemplate | None = None  # the face sets' template (None: Haar squares, crop_margin)
 
     @property
     def precision(self) -> str:
@@ -128,7 +131,8 @@ def _export_into(model, folder: str, spec: ExportSpec, name: str, log) -> Export
     manifest = new_manifest(
         folder, method=spec.method, direction=spec.direction, crop_size=spec.crop_size,
         crop_margin=spec.crop_margin, input_name=INPUT_NAME, output_name=OUTPUT_NAMES[0],
-        precision=spec.precision, mask_output_name=OUTPUT_NAMES[1] if has_mask else None)
+        precision=spec.precision, mask_output_name=OUTPUT_NAMES[1] if has_mask else None,
+        output_size=spec.output_size, align_template=spec.align_template)
     write_manifest(folder, manifest)
     load_manifest(folder)  # the server's own validation, before anything becomes visible
     timings["total"] = time.perf_counter() - t0
@@ -151,6 +155,11 @@ def set_metadata(proto: onnx.ModelProto, spec: ExportSpec) -> None:
         "swapstream.precision": spec.precision,
         "swapstream.producer": producer,
     }
+    if spec.output_size is not None:
+        facts["swapstream.output_size"] = str(spec.output_size)
+    if spec.align_template is not None:
+        t = spec.align_template
+        facts["swapstream.align_template"] = f"size={t.size} eye_distance={t.eye_distance!r} eye_line={t.eye_line!r}"
     del proto.metadata_props[:]
     for key, value in facts.items():
         proto.metadata_props.add(key=key, value=value)

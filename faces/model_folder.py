@@ -23,8 +23,16 @@ the server can crop, normalise and blend without knowing anything about Keras:
       "onnx_sha256": "…",
       "precision": "fp32",            # fp32 | fp16 (graph internals; I/O stays as above)
       "created": "2026-11-27T03:40:00+00:00",
-      "mask_output_name": null        # optional second output: a face mask N x S x S x 1 in 0..1
+      "mask_output_name": null,       # optional second output: a face mask N x O x O x 1 in 0..1
+      "align_template": {"size": 160, "eye_distance": 0.32, "eye_line": 0.39},   # optional
+      "input_size": 64,               # optional: S again (present with output_size)
+      "output_size": 128              # optional: O, the side of the output (default S)
     }
+
+`align_template` present means the model was trained on landmark-aligned faces (faces/align.py):
+the server aligns each face to that template (at `input_size` for the model's input; its output
+at `output_size` is pasted back through the inverse warp) and blends with the template's face
+mask. Without it the server cuts axis-aligned Haar squares with `crop_margin` (older models).
 
 `load_manifest` refuses anything that does not add up, with a ManifestError saying what is
 wrong: a missing or mistyped field, a hash that does not match model.onnx, or input/output
@@ -40,6 +48,7 @@ import os
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+from swapstream.faces.align import AlignTemplate
 from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_text
 
@@ -78,11 +87,24 @@ class Manifest:
     precision: str = "fp32"
     mask_output_name: str | None = None
     format_version: int = FORMAT_VERSION
+    align_template: AlignTemplate | None = None
+    input_size: int | None = None
+    output_size: int | None = None
 
     @property
     def size(self) -> int:
-        """Side S of the square face crops the model takes and returns."""
+        """Side S of the square face crops the model takes."""
         return self.crop_size
+
+    @property
+    def out_size(self) -> int:
+        """Side of the faces the model returns (2 x S for a pixel-shuffle 2x head)."""
+        return self.crop_size if self.output_size is None else self.output_size
+
+    @property
+    def aligned(self) -> bool:
+        """True when the model expects landmark-aligned crops (see `align_template`)."""
+        return self.align_template is not None
 
     @property
     def dynamic_batch(self) -> bool:
@@ -91,9 +113,13 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        d = asdict(self)
+        d = asdict(self)  # align_template becomes {size, eye_distance, eye_line}
         for key in ("input_shape", "output_shape", "value_range"):
             d[key] = list(d[key])
+        # Optional fields are left out when unset, so older readers' manifests stay as they were.
+        for key in ("align_template", "input_size", "output_size"):
+            if d[key] is None:
+                del d[key]
         return d
 
 
@@ -129,21 +155,30 @@ def new_manifest(
     dtype: str = "float32",
     mask_output_name: str | None = None,
     dynamic_batch: bool = True,
+    output_size: int | None = None,
+    align_template: AlignTemplate | None = None,
 ) -> Manifest:
-    """Build a manifest for MODEL_DIR/model.onnx (already written): hash, producer, timestamp filled in."""
+    """Build a manifest for MODEL_DIR/model.onnx (already written): hash, producer, timestamp filled in.
+
+    `output_size` (default: crop_size) is the side of the returned faces; when it is given,
+    `input_size` and `output_size` are both recorded. `align_template`: the template the
+    training faces were aligned to (None: Haar squares with `crop_margin`).
+    """
     onnx_path = os.path.join(model_dir, MODEL_FILE)
     if not os.path.isfile(onnx_path):
         raise ManifestError(f"{onnx_path} does not exist; write the model before its manifest")
     batch = None if dynamic_batch else 1
-    shape = (batch, int(crop_size), int(crop_size), 3)
+    size = int(crop_size)
+    out = size if output_size is None else int(output_size)
     return Manifest(
-        method=method, direction=direction, input_name=input_name, input_shape=shape,
-        output_name=output_name, output_shape=shape, crop_size=int(crop_size),
+        method=method, direction=direction, input_name=input_name, input_shape=(batch, size, size, 3),
+        output_name=output_name, output_shape=(batch, out, out, 3), crop_size=size,
         crop_margin=float(crop_margin), onnx_sha256=file_sha256(onnx_path),
         producer=producer_string(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         dtype=dtype, value_range=DTYPES[dtype][0] if dtype in DTYPES else (0.0, 1.0),
-        precision=precision, mask_output_name=mask_output_name,
+        precision=precision, mask_output_name=mask_output_name, align_template=align_template,
+        input_size=None if output_size is None else size, output_size=None if output_size is None else out,
     )
 
 
@@ -272,9 +307,28 @@ def _from_dict(raw: Any, name: str) -> Manifest:
         if isinstance(values["crop_margin"], bool) or not isinstance(values["crop_margin"], (int, float)):
             raise ManifestError(f"model {name}: crop_margin must be a number, got {values['crop_margin']!r}")
         values["crop_margin"] = float(values["crop_margin"])
+        for key in ("input_size", "output_size"):
+            if values.get(key) is not None:
+                values[key] = _int(values[key], key, name)
+        if values.get("align_template") is not None:
+            values["align_template"] = _template(values["align_template"], name)
     except (TypeError, ValueError) as exc:
         raise ManifestError(f"model {name}: malformed manifest ({exc})") from exc
     return Manifest(**values)
+
+
+def _template(raw: Any, name: str) -> AlignTemplate:
+    keys = ("size", "eye_distance", "eye_line")
+    if not isinstance(raw, dict) or sorted(raw) != sorted(keys):
+        raise ManifestError(f"model {name}: align_template must be {{size, eye_distance, eye_line}}, got {raw!r}")
+    size = _int(raw["size"], "align_template.size", name)
+    for key in keys[1:]:
+        if isinstance(raw[key], bool) or not isinstance(raw[key], (int, float)):
+            raise ManifestError(f"model {name}: align_template.{key} must be a number, got {raw[key]!r}")
+    try:
+        return AlignTemplate(size=size, eye_distance=float(raw["eye_distance"]), eye_line=float(raw["eye_line"]))
+    except ValueError as exc:
+        raise ManifestError(f"model {name}: align_template: {exc}") from None
 
 
 def _int(value: Any, key: str, name: str) -> int:
@@ -309,11 +363,18 @@ def _check_fields(m: Manifest, name: str) -> None:
         bad(f"crop_size must be an integer >= 8, got {m.crop_size!r}")
     if not 0.0 <= m.crop_margin <= 2.0:
         bad(f"crop_margin must be in 0..2, got {m.crop_margin}")
-    want = (m.crop_size, m.crop_size, 3)
-    for key in ("input_shape", "output_shape"):
+    if (m.input_size is None) != (m.output_size is None):
+        bad("input_size and output_size go together")
+    if m.input_size is not None and m.input_size != m.crop_size:
+        bad(f"input_size ({m.input_size}) must equal crop_size ({m.crop_size})")
+    if m.output_size is not None and (not isinstance(m.output_size, int) or m.output_size < 8):
+        bad(f"output_size must be an integer >= 8, got {m.output_size!r}")
+    if m.align_template is not None and not isinstance(m.align_template, AlignTemplate):
+        bad("align_template must be {size, eye_distance, eye_line}")
+    for key, side in (("input_shape", m.crop_size), ("output_shape", m.out_size)):
         shape = tuple(getattr(m, key))
-        if len(shape) != 4 or shape[1:] != want:
-            bad(f"{key} must be [batch, {m.crop_size}, {m.crop_size}, 3] (NHWC), got {list(shape)}")
+        if len(shape) != 4 or shape[1:] != (side, side, 3):
+            bad(f"{key} must be [batch, {side}, {side}, 3] (NHWC), got {list(shape)}")
         if shape[0] is not None and shape[0] < 1:
             bad(f"{key} batch dimension must be null (dynamic) or >= 1")
     if m.input_shape[0] != m.output_shape[0]:

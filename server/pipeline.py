@@ -2,10 +2,14 @@
 
 Stages of one frame:
     prepare (read the size from the header -> decode within the pixel budget -> track/detect ->
-             crop with the model's margin -> submit to the batcher)
+             aligned models: five landmarks in each tracked box, smoothed over the track's frames
+             (One-Euro), a similarity warp to the manifest's template at the model's input size;
+             older models: the Haar square with the model's margin -> submit to the batcher)
     infer   (the model's InferenceBatcher: all faces of the frame, and of other frames and
              streams waiting at that moment, in one onnxruntime call)
-    finish  (colour transfer -> feathered mask -> blend/paste back -> mark -> encode)
+    finish  (colour transfer inside the face region -> mask -> blend/paste back (aligned: through
+             the inverse warp at the output's side, with the template's eroded, feathered face
+             mask; optionally the source's mouth kept) -> mark -> encode)
 
 A stream runs the three stages concurrently: a reader thread takes messages off the transport,
 a preparer thread prepares frame n+1 while the batcher infers frame n and the caller's thread
@@ -20,6 +24,7 @@ service (server/service.py) maps that to a status code.
 from __future__ import annotations
 
 import enum
+import functools
 import queue
 import threading
 import time
@@ -28,12 +33,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from swapstream.faces.align import (
+    Aligner,
+    Alignment,
+    eye_distance,
+    paste_aligned,
+    plausible,
+    rescale,
+    warp_face,
+    warp_to_frame,
+)
 from swapstream.faces.color import reinhard_transfer
 from swapstream.faces.crop import CropTransform, crop_face, paste_back
 from swapstream.faces.detect import Box, HaarDetector
 from swapstream.faces.mask import ellipse_mask
+from swapstream.faces.regions import blend_mask, face_mask, mouth_mask
 from swapstream.faces.wire import (
     ENCODINGS,
     MAX_PIXELS,
@@ -45,7 +62,7 @@ from swapstream.faces.wire import (
     frame_size,
 )
 from swapstream.server.registry import LoadedModel
-from swapstream.server.tracking import FaceTracker
+from swapstream.server.tracking import FaceTracker, OneEuroPoints
 from swapstream.v1 import swap_pb2
 
 # Room for everything in a reply but its image (index, boxes, timings, model name, framing).
@@ -100,6 +117,13 @@ class PipelineConfig:
     mask_ry: float = 0.36
     mask_cy: float = 0.55
     smoothing: float = 0.5        # weight of the previous box in the moving average
+    # Aligned models: the blend mask is faces/regions.py's face region shrunk by `blend_erode` and
+    # feathered over `blend_feather` (fractions of the crop side), and the landmarks are smoothed
+    # by a One-Euro filter (Hz at rest; growth of the cut-off with speed in eye distances per s).
+    blend_erode: float = 0.02
+    blend_feather: float = 0.06
+    landmark_min_cutoff: float = 1.5
+    landmark_beta: float = 0.8
     queue_depth: int = 4          # frames prepared ahead of the one being finished, per stream
     jpeg_quality: int = 90
     max_reply_bytes: int = 16 * 1024 * 1024  # the transport's send cap: larger replies fail per frame
@@ -119,6 +143,7 @@ class StreamSettings:
     max_faces: int
     reply_encoding: int  # ENCODING_UNSPECIFIED = same as each input frame
     jpeg_quality: int
+    keep_mouth: bool = False  # aligned models: the source's mouth stays over the swap
 
     @classmethod
     def resolve(cls, config: PipelineConfig, options: swap_pb2.SwapOptions | None) -> "StreamSettings":
@@ -140,6 +165,7 @@ class StreamSettings:
             max_faces=int(min(o.max_faces or config.max_faces, 16)),
             reply_encoding=int(o.reply_encoding),
             jpeg_quality=int(o.jpeg_quality or config.jpeg_quality),
+            keep_mouth=bool(o.keep_mouth),
         )
 
 
@@ -204,9 +230,11 @@ class FrameJob:
     boxes: list = field(default_factory=list)
     crops: np.ndarray | None = None
     transforms: list[CropTransform] = field(default_factory=list)
+    alignments: list[Alignment] = field(default_factory=list)  # aligned models: at the template's side
     future: Future | None = None
     decode_ms: float = 0.0
     detect_ms: float = 0.0
+    align_ms: float = 0.0
     error: SwapError | None = None
 
 
@@ -227,9 +255,19 @@ class SwapPipeline:
         self.config = config
         self.budget = budget or PixelBudget(config.decode_pixels)
         self._mark = mark
-        size = model.manifest.crop_size
-        self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
-                                  cy=config.mask_cy)
+        m = model.manifest
+        size = m.crop_size
+        self.aligned = m.aligned
+        if self.aligned:
+            t, out = m.align_template, m.out_size
+            # One predictor for every stream: it is read-only, and dlib's calls hold the GIL.
+            self._aligner = Aligner(t)
+            self._mask = blend_mask(t, out, config.blend_erode, config.blend_feather)
+            self._mouth_kept = np.ascontiguousarray(self._mask * (1.0 - mouth_mask(t, out)), np.float32)
+            self._colour_region = face_mask(t, out)
+        else:
+            self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
+                                      cy=config.mask_cy)
         # Whole-frame detectors reused by single-image calls (loading a cascade takes ~10 ms).
         self._spare_detectors: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -245,7 +283,12 @@ class SwapPipeline:
         roi_detector = HaarDetector(scale_factor=1.2, min_neighbors=4, max_side=c.roi_max_side,
                                     min_size_frac=0.3)
         return FaceTracker(detector, roi_detector, redetect_every=settings.redetect_every,
-                           smoothing=self.config.smoothing, max_faces=settings.max_faces)
+                           smoothing=self.config.smoothing, max_faces=settings.max_faces,
+                           landmark_filter=self._landmark_filter() if self.aligned else None)
+
+    def _landmark_filter(self):
+        return functools.partial(OneEuroPoints, min_cutoff=self.config.landmark_min_cutoff,
+                                 beta=self.config.landmark_beta)
 
     def prepare(self, msg: swap_pb2.Frame, tracker: FaceTracker, received: float,
                 settings: StreamSettings) -> FrameJob:
@@ -267,13 +310,23 @@ class SwapPipeline:
         job.decode_ms = (t1 - t0) * 1000.0
         m = self.model.manifest
         try:
-            job.boxes = tracker.update(job.image)
             crops = []
-            for box in job.boxes:
-                crop, transform = crop_face(job.image, box, m.crop_size, m.crop_margin)
-                crops.append(crop)
-                job.transforms.append(transform)
-            job.detect_ms = (time.perf_counter() - t1) * 1000.0
+            if self.aligned:
+                faces = tracker.update_faces(job.image)
+                t2 = time.perf_counter()
+                job.detect_ms = (t2 - t1) * 1000.0
+                for face in faces:
+                    crop = self._align(job, tracker, face.box, face.track_id)
+                    if crop is not None:
+                        crops.append(crop)
+                job.align_ms = (time.perf_counter() - t2) * 1000.0
+            else:
+                job.boxes = tracker.update(job.image)
+                for box in job.boxes:
+                    crop, transform = crop_face(job.image, box, m.crop_size, m.crop_margin)
+                    crops.append(crop)
+                    job.transforms.append(transform)
+                job.detect_ms = (time.perf_counter() - t1) * 1000.0
         except Exception as exc:  # keep serving: this frame reports the failure
             job.error = SwapError(Failure.INTERNAL, f"detection failed: {type(exc).__name__}: {exc}")
             return job
@@ -284,6 +337,21 @@ class SwapPipeline:
             except queue.Full:
                 job.error = SwapError(Failure.BUSY, "the inference queue is full; retry later")
         return job
+
+    def _align(self, job: FrameJob, tracker: FaceTracker, box: Box, track_id: int) -> np.ndarray | None:
+        """The face in `box` aligned to the template at the model's input side (its alignment and
+        box recorded in `job`), or None when the five points do not land on a face."""
+        try:
+            points = self._aligner.landmarks(job.image, box)
+        except ValueError:  # the box lies (mostly) outside the frame
+            return None
+        smoothed = tracker.smooth_landmarks(track_id, points, eye_distance(points))
+        al = self._aligner.from_landmarks(smoothed)
+        if not plausible(al.landmarks, box, al.roll):
+            return None
+        job.boxes.append(box)
+        job.alignments.append(al)
+        return warp_face(job.image, rescale(al, self.model.manifest.crop_size))
 
     def _decode(self, msg: swap_pb2.Frame, reply_encoding: int) -> np.ndarray:
         """The frame's image, its size checked from the header and its decoding within the budget."""
@@ -335,10 +403,11 @@ class SwapPipeline:
         for b in job.boxes:
             reply.faces.add(x=b.x, y=b.y, width=b.w, height=b.h)
         t = reply.timings
-        t.decode_ms, t.detect_ms, t.infer_ms = job.decode_ms, job.detect_ms, infer_ms
+        t.decode_ms, t.detect_ms, t.align_ms, t.infer_ms = job.decode_ms, job.detect_ms, job.align_ms, infer_ms
         t.blend_ms, t.encode_ms, t.batch_faces = blend_ms, encode_ms, batch_faces
         t.total_ms = (time.perf_counter() - job.received) * 1000.0
-        t.queue_ms = max(0.0, t.total_ms - (job.decode_ms + job.detect_ms + infer_ms + blend_ms + encode_ms))
+        t.queue_ms = max(0.0, t.total_ms - (job.decode_ms + job.detect_ms + job.align_ms + infer_ms + blend_ms
+                                            + encode_ms))
         return FrameResult(reply)
 
     @staticmethod
@@ -347,6 +416,8 @@ class SwapPipeline:
         return FrameResult(reply, error)
 
     def _blend(self, frame: np.ndarray, job: FrameJob, result, settings: StreamSettings) -> np.ndarray:
+        if self.aligned:
+            return self._blend_aligned(frame, job, result, settings)
         for i, transform in enumerate(job.transforms):
             face = result.faces[i]
             mask = self._mask if result.masks is None else result.masks[i] * self._mask
@@ -354,6 +425,40 @@ class SwapPipeline:
                 face = reinhard_transfer(face, job.crops[i], self._mask)
             frame = paste_back(frame, face, transform, mask=mask, mode=settings.blend)
         return frame
+
+    def _blend_aligned(self, frame: np.ndarray, job: FrameJob, result, settings: StreamSettings) -> np.ndarray:
+        """Each output face (side O, possibly 2x the input's) colour-matched to the input crop inside
+        the template's face region, pasted back through the inverse warp with the blend mask."""
+        # Pasted in place: the decoded image is this frame's own (its crops are copies already).
+        mask = self._mouth_kept if settings.keep_mouth else self._mask
+        for i, al in enumerate(job.alignments):
+            face = result.faces[i]
+            out = rescale(al, face.shape[0])
+            weight = mask if result.masks is None else mask * result.masks[i]
+            if settings.colour_transfer:
+                source = cv2.resize(job.crops[i], face.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+                face = reinhard_transfer(face, source, self._colour_region)
+            if settings.blend == "seamless" and self._paste_seamless(frame, face, out, weight):
+                continue
+            paste_aligned(frame, face, out, weight, inplace=True)
+        return frame
+
+    @staticmethod
+    def _paste_seamless(frame: np.ndarray, face: np.ndarray, al: Alignment, weight: np.ndarray) -> bool:
+        """Poisson-blend the face's warped footprint in place; False (nothing done) where the
+        footprint touches the frame's edge, which cv2.seamlessClone cannot take."""
+        warped = warp_to_frame(face, al, frame.shape, weight)
+        if warped is None:
+            return False
+        patch, alpha, x0, y0 = warped
+        h, w = patch.shape[:2]
+        m8 = (alpha > 0.5).astype(np.uint8) * 255
+        if x0 < 1 or y0 < 1 or x0 + w > frame.shape[1] - 1 or y0 + h > frame.shape[0] - 1 or not m8.any():
+            return False
+        ys, xs = np.nonzero(m8)
+        centre = (x0 + (int(xs.min()) + int(xs.max()) + 1) // 2, y0 + (int(ys.min()) + int(ys.max()) + 1) // 2)
+        frame[...] = cv2.seamlessClone(patch, frame, m8, centre, cv2.NORMAL_CLONE)
+        return True
 
     def _mark_faces(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         """The one place where the swapped face regions are final (colour-matched, blended and
@@ -368,7 +473,8 @@ class SwapPipeline:
         except queue.Empty:
             detector = self._full_detector()
         try:
-            tracker = FaceTracker(detector, redetect_every=1, smoothing=0.0, hold=0, max_faces=settings.max_faces)
+            tracker = FaceTracker(detector, redetect_every=1, smoothing=0.0, hold=0, max_faces=settings.max_faces,
+                                  landmark_filter=None)
             job = self.prepare(msg, tracker, received, settings)
         finally:
             self._spare_detectors.put(detector)

@@ -1,8 +1,11 @@
 """Per-stream face tracking: Haar detection near the last faces, full re-detection every K frames,
-temporal box smoothing, and a short hold so a single missed detection does not flicker the swap."""
+temporal box smoothing, a short hold so a single missed detection does not flicker the swap, and
+landmark smoothing over time (a One-Euro filter per track) so an aligned paste does not shake."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,6 +16,60 @@ from swapstream.faces.detect import Box, HaarDetector
 class _Track:
     box: np.ndarray  # float x, y, w, h
     missed: int = 0
+    id: int = 0
+    points: "OneEuroPoints | None" = None  # the track's landmark filter, made on first use
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face of the current frame: its smoothed box and the id of its track (stable while the
+    tracker follows the same face; a new face, or the same one after it was lost, gets a new id)."""
+
+    box: Box
+    track_id: int
+
+
+@dataclass
+class OneEuroPoints:
+    """The One-Euro filter (Casiez et al., CHI 2012) on a face's landmarks (N x 2 frame pixels).
+
+    A low-pass whose cut-off rises with the speed of the face: a still face is smoothed hard (no
+    jitter from frame to frame), a moving one follows with little lag. Speeds are measured in
+    eye distances per second, so one setting serves small and large faces alike; all points share
+    one cut-off, so the face's shape is filtered as a whole.
+
+    min_cutoff: Hz at rest (lower = smoother, more lag). beta: how fast the cut-off grows with
+    speed. d_cutoff: Hz of the filter on the speed estimate. rate: frames per second assumed.
+    """
+
+    min_cutoff: float = 1.5
+    beta: float = 0.8
+    d_cutoff: float = 1.0
+    rate: float = 30.0
+    _x: np.ndarray | None = field(default=None, repr=False)
+    _speed: float = 0.0
+
+    @staticmethod
+    def _alpha(cutoff: float, dt: float) -> float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def reset(self) -> None:
+        self._x, self._speed = None, 0.0
+
+    def __call__(self, points: np.ndarray, scale: float) -> np.ndarray:
+        """The filtered points for this frame's `points`; `scale` = the face's size in pixels
+        (e.g. its eye distance), the unit of speed."""
+        x = np.asarray(points, np.float64)
+        if self._x is None or self._x.shape != x.shape:
+            self._x, self._speed = x.copy(), 0.0
+            return x
+        dt = 1.0 / self.rate
+        speed = float(np.abs(x - self._x).max()) / max(scale, 1e-6) / dt
+        self._speed += self._alpha(self.d_cutoff, dt) * (speed - self._speed)
+        a = self._alpha(self.min_cutoff + self.beta * self._speed, dt)
+        self._x = self._x + a * (x - self._x)
+        return self._x.copy()
 
 
 class FaceTracker:
@@ -26,11 +83,12 @@ class FaceTracker:
         faces is searched, which is several times cheaper on large frames.
     smoothing: weight of the previous box in the exponential moving average (0 = no smoothing).
     hold: frames a track survives without a matching detection.
+    landmark_filter: makes a track's landmark filter (`smooth_landmarks`); None = no smoothing.
     """
 
     def __init__(self, detector: HaarDetector, roi_detector: HaarDetector | None = None,
                  redetect_every: int = 5, smoothing: float = 0.5, hold: int = 2, max_faces: int = 4,
-                 roi_grow: float = 0.6) -> None:
+                 roi_grow: float = 0.6, landmark_filter=OneEuroPoints) -> None:
         if redetect_every < 1:
             raise ValueError("redetect_every must be >= 1")
         self.detector = detector
@@ -44,9 +102,11 @@ class FaceTracker:
         self._frames = 0
         self._shape: tuple[int, int] | None = None
         self.full_detections = 0
+        self.landmark_filter = landmark_filter
+        self._ids = itertools.count(1)
 
     def reset(self) -> None:
-        """Forget every track: the next frame is searched whole."""
+        """Forget every track (and its landmark filter): the next frame is searched whole."""
         self._tracks = []
         self._frames = 0
 
@@ -56,6 +116,22 @@ class FaceTracker:
         A frame of another size than the last one starts afresh: boxes tracked in the old
         frame's pixels mean nothing in the new one (and may lie outside it).
         """
+        return [f.box for f in self.update_faces(frame)]
+
+    def smooth_landmarks(self, track_id: int, points: np.ndarray, scale: float) -> np.ndarray:
+        """`points` of the face on track `track_id` this frame, filtered over the track's past
+        frames (the points themselves on a track's first frame, or without a filter)."""
+        if self.landmark_filter is None:
+            return np.asarray(points, np.float64)
+        for track in self._tracks:
+            if track.id == track_id:
+                if track.points is None:
+                    track.points = self.landmark_filter()
+                return track.points(points, scale)
+        return np.asarray(points, np.float64)
+
+    def update_faces(self, frame: np.ndarray) -> list[TrackedFace]:
+        """As `update`, with each box's track id (for per-track state such as landmark smoothing)."""
         if frame.shape[:2] != self._shape:
             self.reset()
             self._shape = frame.shape[:2]
@@ -69,8 +145,8 @@ class FaceTracker:
             found = self.detector.detect(frame)
             self.full_detections += 1
         self._match(found[: self.max_faces])
-        boxes = [Box(*(int(round(v)) for v in t.box)) for t in self._tracks]
-        return sorted(boxes, key=lambda b: b.area, reverse=True)[: self.max_faces]
+        faces = [TrackedFace(Box(*(int(round(v)) for v in t.box)), t.id) for t in self._tracks]
+        return sorted(faces, key=lambda f: f.box.area, reverse=True)[: self.max_faces]
 
     def _roi(self, shape: tuple[int, ...]) -> Box:
         """Union of the tracked boxes, grown by roi_grow x side on every side, inside the frame."""
@@ -96,7 +172,7 @@ class FaceTracker:
                 if d < 0.5 * max(old[2], new[2]) and (best_d is None or d < best_d):
                     best, best_d = i, d
             if best is None:
-                fresh.append(_Track(new))
+                fresh.append(_Track(new, id=next(self._ids)))
                 continue
             unmatched.remove(best)
             track = self._tracks[best]

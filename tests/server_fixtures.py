@@ -14,6 +14,7 @@ import zlib
 import cv2
 import numpy as np
 
+from swapstream.faces.align import AlignTemplate
 from swapstream.faces.model_folder import new_manifest, write_manifest
 
 
@@ -44,6 +45,39 @@ def write_negative_model(model_dir: str, size: int = 32, margin: float = 0.2,
     onnx.save(model, os.path.join(model_dir, "model.onnx"))
     manifest = new_manifest(model_dir, method="ae", direction="a2b", crop_size=size, crop_margin=margin,
                             dynamic_batch=dynamic_batch)
+    write_manifest(model_dir, manifest)
+    return model_dir
+
+
+def write_aligned_negative_model(model_dir: str, size: int = 32, upscale: int = 2,
+                                 template: AlignTemplate | None = None) -> str:
+    """An aligned model (manifest with `align_template`, input_size, output_size): output "swapped"
+    = 1 - face, resized `upscale` x (bilinear), so the output side is upscale * size."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    os.makedirs(model_dir, exist_ok=True)
+    out = size * upscale
+    weight = (-np.eye(3, dtype=np.float32)).reshape(3, 3, 1, 1)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["face"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Resize", ["nchw", "", "scales"], ["big"], mode="linear"),
+            helper.make_node("Conv", ["big", "w", "b"], ["conv"]),
+            helper.make_node("Transpose", ["conv"], ["swapped"], perm=[0, 2, 3, 1]),
+        ],
+        "aligned_negative",
+        [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("swapped", TensorProto.FLOAT, ["N", out, out, 3])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.ones(3, np.float32), "b"),
+         numpy_helper.from_array(np.array([1, 1, upscale, upscale], np.float32), "scales")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(model_dir, "model.onnx"))
+    manifest = new_manifest(model_dir, method="ae", direction="a2b", crop_size=size, crop_margin=0.0,
+                            output_size=out, align_template=template or AlignTemplate())
     write_manifest(model_dir, manifest)
     return model_dir
 
@@ -100,11 +134,14 @@ def jpeg_header_bomb(width: int = 65535, height: int = 65535) -> bytes:
 def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
                             encoder_filters: tuple[int, ...] = (32, 64, 128, 256), latent_dim: int = 256,
                             bottleneck_filters: int = 256, decoder_filters: tuple[int, ...] = (128, 64, 32),
-                            seed: int = 0) -> str:
+                            seed: int = 0, head_filters: int = 0, template: AlignTemplate | None = None) -> str:
     """An ONNX graph with the layout and cost of trainer's `ae` swap path (defaults: its cpu
     preset), random weights: 5x5 stride-2 convs + LeakyReLU, dense latent, dense to a code map,
     pixel-shuffle upscales (3x3 conv + LeakyReLU + DepthToSpace), 5x5 conv to RGB, sigmoid.
 
+    `head_filters` > 0 adds a pixel-shuffle 2x head (3x3 conv to 4 x head_filters, DepthToSpace)
+    before the RGB conv, so the output side is 2 x size, and with `template` the manifest says the
+    model is aligned (align_template, input_size, output_size).
     Stands in for an exported model when measuring serving speed; its faces are noise.
     """
     import onnx
@@ -149,18 +186,22 @@ def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
     x, c = upscale("code_map", "bott", bottleneck_filters, bottleneck_filters), bottleneck_filters
     for i, f in enumerate(decoder_filters):
         x, c = upscale(x, f"dec{i}", c, f), f
+    out = size
+    if head_filters:
+        x, c, out = upscale(x, "head", c, head_filters), head_filters, 2 * size
     y = conv(x, "rgb", c, 3, 5, 1, act=False)
     nodes.append(helper.make_node("Sigmoid", [y], ["rgb_s"]))
     nodes.append(helper.make_node("Transpose", ["rgb_s"], ["swapped"], perm=[0, 2, 3, 1]))
     graph = helper.make_graph(
         nodes, "ae_like",
         [helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", size, size, 3])],
-        [helper.make_tensor_value_info("swapped", TensorProto.FLOAT, ["N", size, size, 3])], inits)
+        [helper.make_tensor_value_info("swapped", TensorProto.FLOAT, ["N", out, out, 3])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     os.makedirs(model_dir, exist_ok=True)
     onnx.save(model, os.path.join(model_dir, "model.onnx"))
     write_manifest(model_dir, new_manifest(model_dir, method="ae", direction="a2b", crop_size=size,
-                                           crop_margin=margin))
+                                           crop_margin=margin, output_size=out if head_filters else None,
+                                           align_template=template))
     return model_dir

@@ -1,0 +1,210 @@
+"""Aligned models in the server: manifest fields, landmark smoothing, the inverse-warp paste with the
+template's blend mask, 2x outputs, keep-the-mouth, the post-blend hook; old models keep the Haar path."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from swapstream.faces.align import AlignTemplate, eye_distance, paste_aligned, rescale
+from swapstream.faces.model_folder import ManifestError, load_manifest
+from swapstream.faces.regions import mouth_mask
+from swapstream.faces.synth import pose_sequence, render_face
+from swapstream.server.pipeline import PipelineConfig, StreamSettings, SwapPipeline
+from swapstream.server.registry import ModelRegistry
+from swapstream.server.service import run_server
+from swapstream.server.tracking import OneEuroPoints
+from swapstream.v1 import swap_pb2, swap_pb2_grpc
+from tests.server_fixtures import face_frames, jpeg, write_aligned_negative_model, write_negative_model
+
+SIZE = 32  # model input side; output 64
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("models")
+    write_aligned_negative_model(str(root / "aligned"), size=SIZE, upscale=2)
+    write_negative_model(str(root / "old"), size=SIZE, margin=0.2)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return face_frames(6, size=256)
+
+
+@pytest.fixture(scope="module")
+def registry(models_dir):
+    reg = ModelRegistry.load(models_dir, device="cpu")
+    yield reg
+    reg.close()
+
+
+def _msgs(images, model, options=None):
+    for i, image in enumerate(images):
+        yield swap_pb2.Frame(index=i, encoding=swap_pb2.PNG, data=cv2.imencode(".png", image)[1].tobytes(),
+                             model=model if i == 0 else "", options=options if i == 0 else None)
+
+
+def _png(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_manifest_records_the_template_and_the_output_side(models_dir, tmp_path):
+    m = load_manifest(os.path.join(models_dir, "aligned"))
+    assert m.aligned and m.align_template == AlignTemplate() and (m.input_size, m.output_size) == (32, 64)
+    assert m.out_size == 64 and m.output_shape == (None, 64, 64, 3) and m.input_shape == (None, 32, 32, 3)
+    old = load_manifest(os.path.join(models_dir, "old"))
+    assert not old.aligned and old.out_size == 32 and old.input_size is None
+    with open(os.path.join(models_dir, "old", "manifest.json")) as fh:
+        assert not {"align_template", "input_size", "output_size"} & set(json.load(fh))  # old layout kept
+    for change, message in (({"output_size": None}, "input_size and output_size go together"),
+                            ({"align_template": {"size": 160, "eye_distance": 3.0, "eye_line": 0.4}}, "eye_distance"),
+                            ({"align_template": [160, 0.3, 0.4]}, "align_template must be"),
+                            ({"output_size": 48, "output_shape": [None, 48, 48, 3]}, "graph output shape")):
+        bad = str(tmp_path / "bad")
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(os.path.join(models_dir, "aligned"), bad)
+        path = os.path.join(bad, "manifest.json")
+        with open(path) as fh:
+            data = json.load(fh)
+        data.update(change)
+        data = {k: v for k, v in data.items() if v is not None}
+        with open(path, "w") as fh:
+            json.dump(data, fh)
+        with pytest.raises(ManifestError, match=message):
+            load_manifest(bad)
+
+
+def test_one_euro_filter_smooths_a_still_face_and_follows_a_moving_one():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(100, 200, (5, 2))
+    f = OneEuroPoints()
+    still = [f(base + rng.normal(0, 1.0, base.shape), 50.0) for _ in range(60)]
+    raw_jitter = 1.0 * np.sqrt(2)  # frame-to-frame difference of independent noise, per coordinate
+    smooth_jitter = np.std(np.diff(np.array(still[20:]), axis=0))
+    assert smooth_jitter < 0.5 * raw_jitter
+    f.reset()
+    moving = [f(base + [4.0 * t, 0.0], 50.0) for t in range(30)]  # 4 px a frame = 2.4 eye distances a second
+    assert abs(moving[-1][0, 0] - (base[0, 0] + 4.0 * 29)) < 4.0 * 3  # lags by under three frames' motion
+
+
+def test_pipeline_smooths_landmarks_per_track(registry):
+    """A still synthetic face under sensor noise: the smoothed alignment shakes less than the raw one."""
+    pose = pose_sequence(1, seed=5)[0]
+    clean = render_face(7, pose, (256, 256)).astype(np.int16)
+    rng = np.random.default_rng(1)
+    noisy = [np.clip(clean + rng.normal(0, 6, clean.shape), 0, 255).astype(np.uint8) for _ in range(16)]
+    pipeline = SwapPipeline(registry.get("aligned"), PipelineConfig())
+    settings = StreamSettings.resolve(pipeline.config, None)
+
+    def eye_centres(tracker):
+        out = []
+        for i, image in enumerate(noisy):
+            msg = swap_pb2.Frame(index=i, encoding=swap_pb2.PNG, data=cv2.imencode(".png", image)[1].tobytes())
+            job = pipeline.prepare(msg, tracker, 0.0, settings)
+            assert job.error is None and len(job.alignments) == 1 and job.align_ms > 0
+            job.future.result()
+            al = job.alignments[0]
+            out.append(al.landmarks[:4].mean(0) / eye_distance(al.landmarks))
+        return np.array(out)
+
+    smooth = eye_centres(pipeline.new_tracker(settings))
+    raw_tracker = pipeline.new_tracker(settings)
+    raw_tracker.landmark_filter = None
+    raw = eye_centres(raw_tracker)
+    assert np.abs(np.diff(smooth[4:], axis=0)).mean() < 0.6 * np.abs(np.diff(raw[4:], axis=0)).mean()
+
+
+def test_aligned_stream_changes_the_face_only_and_reports_align_time(models_dir, frames):
+    with run_server(models_dir, 0, device="cpu") as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = swap_pb2_grpc.FaceSwapStub(channel)
+        listed = {m.name: m for m in stub.ListModels(swap_pb2.ListModelsRequest(), timeout=10).models}
+        replies = list(stub.StreamSwap(_msgs(frames, "aligned"), timeout=60))
+        old = list(stub.StreamSwap(_msgs(frames[:2], "old"), timeout=60))
+        channel.close()
+    assert listed["aligned"].aligned and (listed["aligned"].input_size, listed["aligned"].output_size) == (32, 64)
+    assert not listed["old"].aligned and listed["old"].output_size == 32
+    assert [r.index for r in replies] == list(range(len(frames))) and not any(r.HasField("error") for r in replies)
+    assert all(len(r.faces) == 1 for r in old)  # an old model folder keeps being served (Haar squares)
+    swapped = [r for r in replies if r.faces]
+    assert len(swapped) >= len(frames) - 1
+    assert all(r.timings.align_ms > 0 and r.timings.detect_ms > 0 for r in swapped)
+    aligner_template = AlignTemplate()
+    from swapstream.faces.align import Aligner
+
+    aligner = Aligner(aligner_template)
+    for image, reply in zip(frames, replies):
+        if not reply.faces:
+            continue
+        diff = np.abs(_png(reply.data).astype(int) - image).max(2)
+        f = reply.faces[0]
+        al = aligner.align(image, _box(f))
+        # Under the template's inner face (the eyes' and nose's surroundings) the negative shows...
+        core = np.zeros((128, 128), np.float32)
+        cv2.circle(core, (64, int(128 * aligner_template.eye_line) + 10), 18, 1.0, -1)
+        inner = paste_aligned(np.zeros(image.shape[:2], np.uint8), np.full((128, 128), 255, np.uint8),
+                              rescale(al, 128), core) > 128
+        assert diff[inner].mean() > 40, diff[inner].mean()
+        # ...and outside the crop square's footprint (grown a little for the smoothing) nothing changed.
+        square = paste_aligned(np.zeros(image.shape[:2], np.uint8), np.full((128, 128), 255, np.uint8),
+                               rescale(al, 128)) > 0
+        square = cv2.dilate(square.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        assert diff[~square].max() == 0
+
+
+def _box(f):
+    from swapstream.faces.detect import Box
+
+    return Box(f.x, f.y, f.width, f.height)
+
+
+def test_keep_mouth_keeps_the_source_mouth(registry, frames):
+    pipeline = SwapPipeline(registry.get("aligned"), PipelineConfig())
+    out = {}
+    for keep in (False, True):
+        settings = StreamSettings.resolve(pipeline.config, swap_pb2.SwapOptions(keep_mouth=keep))
+        tracker = pipeline.new_tracker(settings)
+        msg = swap_pb2.Frame(index=0, encoding=swap_pb2.PNG, data=cv2.imencode(".png", frames[0])[1].tobytes())
+        job = pipeline.prepare(msg, tracker, 0.0, settings)
+        result = pipeline.finish(job, settings)
+        assert result.error is None
+        out[keep] = (_png(result.reply.data), job.alignments[0])
+    al = rescale(out[True][1], 64)
+    mouth = mouth_mask(AlignTemplate(), 64)
+    core = paste_aligned(np.zeros(frames[0].shape[:2], np.float32), np.ones((64, 64), np.float32), al,
+                         (mouth > 0.99).astype(np.float32)) > 0.99
+    assert core.sum() > 50
+    kept = np.abs(out[True][0].astype(int) - frames[0]).max(2)
+    swapped = np.abs(out[False][0].astype(int) - frames[0]).max(2)
+    assert kept[core].mean() < 3 and swapped[core].mean() > 40
+    # elsewhere in the face the two agree: only the mouth differs
+    eyes = paste_aligned(np.zeros(frames[0].shape[:2], np.float32), np.ones((64, 64), np.float32), al,
+                         np.pad(np.ones((8, 20), np.float32), ((20, 36), (22, 22)))) > 0.99
+    assert np.abs(out[True][0].astype(int) - out[False][0])[eyes].max() <= 1
+
+
+def test_marker_and_seamless_on_the_aligned_path(models_dir, frames):
+    seen = []
+
+    def marker_for(model):
+        def mark(frame, boxes):
+            seen.append(len(boxes))
+            return frame
+        return mark
+
+    with run_server(models_dir, 0, device="cpu", markers=marker_for) as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = swap_pb2_grpc.FaceSwapStub(channel)
+        opts = swap_pb2.SwapOptions(blend=swap_pb2.BLEND_SEAMLESS, reply_encoding=swap_pb2.PNG)
+        reply = stub.SwapImage(swap_pb2.Frame(index=0, encoding=swap_pb2.JPEG, data=jpeg(frames[1]), model="aligned",
+                                              options=opts), timeout=20)
+        channel.close()
+    assert not reply.HasField("error") and len(reply.faces) == 1 and seen == [1]
+    assert np.abs(_png(reply.data).astype(int) - frames[1]).max(2).mean() > 1
