@@ -104,10 +104,11 @@ def worker(variant: str, args) -> dict:
         with av.open(args.video) as c:
             frames = [f.to_ndarray(format="bgr24") for f in c.decode(c.streams.video[0])]
         with stream.SwapClient(args.server) as client:
+            cpu0 = time.process_time()
             start = time.perf_counter()
             n = sum(1 for _ in client.stream(frames, args.model, window=args.window, keep_source=False))
             seconds = time.perf_counter() - start
-        return {"variant": variant, "frames": n, "fps": n / seconds}
+        return {"variant": variant, "frames": n, "fps": n / seconds, "client_cpu_s": time.process_time() - cpu0}
     out = os.path.join(args.tmp, f"{variant}.mp4")
     cpu0 = time.process_time()
     start = time.perf_counter()
@@ -115,6 +116,13 @@ def worker(variant: str, args) -> dict:
     wall = time.perf_counter() - start
     return {"variant": variant, "frames": summary.frames, "fps": summary.frames / wall,
             "client_cpu_s": time.process_time() - cpu0, "output": media_info(out)}
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def io_alone(video: str, tmp: str) -> dict:
@@ -191,8 +199,10 @@ def main() -> int:
                 cmd = [sys.executable, __file__, "--models", args.models, "--model", args.model, "--video",
                        args.video, "--window", str(args.window), "--worker", variant, "--server", address,
                        "--tmp", tmp] + (["--before", args.before] if args.before else [])
+                server_cpu = process_cpu_s(server.pid)
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                runs[-1]["server_cpu_s"] = process_cpu_s(server.pid) - server_cpu
                 print(f"run {k + 1} {variant}: {runs[-1]['fps']:.2f} FPS", file=sys.stderr, flush=True)
     finally:
         server.terminate()
@@ -204,6 +214,21 @@ def main() -> int:
         fps = [r["fps"] for r in runs if r["variant"] == variant]
         report[f"{variant}_fps_median"] = round(statistics.median(fps), 2)
     report["pyav_cost_vs_memory"] = round(1 - report["after_fps_median"] / report["memory_fps_median"], 3)
+    # Load-independent view: CPU per frame, client and server. On a machine of its own, a stream
+    # that is CPU-bound runs at cores / (total CPU per frame), so the client's extra CPU for video
+    # I/O, as a share of the total, is what it costs in FPS there.
+    for variant in variants:
+        rs = [r for r in runs if r["variant"] == variant]
+        report[f"{variant}_cpu_ms_per_frame"] = {
+            "client": round(statistics.median(1000 * r["client_cpu_s"] / r["frames"] for r in rs), 2),
+            "server": round(statistics.median(1000 * r["server_cpu_s"] / r["frames"] for r in rs), 2)}
+    cpu = {v: report[f"{v}_cpu_ms_per_frame"] for v in variants}
+    total_after = cpu["after"]["client"] + cpu["after"]["server"]
+    report["pyav_io_share_of_cpu"] = round((cpu["after"]["client"] - cpu["memory"]["client"]) / total_after, 3)
+    if "before" in cpu:
+        total_before = cpu["before"]["client"] + cpu["before"]["server"]
+        report["opencv_io_share_of_cpu_before"] = round(
+            (cpu["before"]["client"] - cpu["memory"]["client"]) / total_before, 3)
     for r in runs:
         if "output" in r and r["output"]["audio_s"] is not None and source["audio_s"]:
             r["output"]["audio_diff_ms"] = round(1000 * (r["output"]["audio_s"] - source["audio_s"]), 1)
