@@ -751,6 +751,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--blend", choices=("alpha", "seamless"), help="blend mode (default: the server's)")
     p.add_argument("--no-colour-transfer", action="store_true",
                    help="keep the swapped face's own colours instead of matching the original face's")
+    p.add_argument("--keep-mouth", action="store_true",
+                   help="keep the source's own mouth over the swap, so speech stays exact (aligned models)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all; useful for a webcam)")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="seconds to wait for the server (at the start and before each retry)")
@@ -800,7 +802,8 @@ def main(argv: list[str] | None = None) -> int:
                                    resume=args.resume, options=swap_pb2.SwapOptions(
                                        blend={None: swap_pb2.BLEND_DEFAULT, "alpha": swap_pb2.BLEND_ALPHA,
                                               "seamless": swap_pb2.BLEND_SEAMLESS}[args.blend],
-                                       skip_colour_transfer=args.no_colour_transfer))
+                                       skip_colour_transfer=args.no_colour_transfer,
+                                       keep_mouth=args.keep_mouth))
         except StreamIncomplete as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2 if exc.bad_input else 1

@@ -208,3 +208,36 @@ def test_marker_and_seamless_on_the_aligned_path(models_dir, frames):
         channel.close()
     assert not reply.HasField("error") and len(reply.faces) == 1 and seen == [1]
     assert np.abs(_png(reply.data).astype(int) - frames[1]).max(2).mean() > 1
+
+
+def test_stream_cli_keep_mouth_flag(models_dir, frames, tmp_path):
+    """`swapstream stream --keep-mouth` sends the option: the written video keeps the source's mouth."""
+    from swapstream.clients import stream
+    from swapstream.faces.align import Aligner
+    from swapstream.faces.video import VideoReader, VideoWriter
+
+    src = str(tmp_path / "in.mp4")
+    with VideoWriter(src, 25, (256, 256)) as w:
+        for image in frames[:3]:
+            w.write(image)
+    with VideoReader(src) as r:
+        decoded = list(r)
+    outs = {}
+    with run_server(models_dir, 0, device="cpu") as port:
+        for flag in ([], ["--keep-mouth"]):
+            out = str(tmp_path / f"out{len(flag)}.mp4")
+            rc = stream.main([src, "-o", out, "--model", "aligned", "--server", f"127.0.0.1:{port}",
+                              "--no-progress", "--encoding", "png", "--crf", "12", *flag])
+            assert rc == 0
+            with VideoReader(out) as r:
+                outs[bool(flag)] = list(r)
+    aligner = Aligner(AlignTemplate())
+    from swapstream.faces.detect import HaarDetector
+
+    box = HaarDetector().detect(decoded[1])[0]
+    al = rescale(aligner.align(decoded[1], box), 64)
+    mouth = paste_aligned(np.zeros((256, 256), np.float32), np.ones((64, 64), np.float32), al,
+                          (mouth_mask(AlignTemplate(), 64) > 0.99).astype(np.float32)) > 0.99
+    kept = np.abs(outs[True][1].astype(int) - decoded[1]).max(2)[mouth].mean()
+    swapped = np.abs(outs[False][1].astype(int) - decoded[1]).max(2)[mouth].mean()
+    assert kept < 12 and swapped > 40, (kept, swapped)
