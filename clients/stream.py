@@ -36,7 +36,14 @@ import grpc
 import numpy as np
 
 # First: faces.wire sets OpenCV's pixel limit, which OpenCV reads once, when faces.video loads it.
-from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, decode_frame, encode_frame
+from swapstream.faces.wire import (
+    MODEL_METADATA_KEY,
+    RETRY_PUSHBACK_KEY,
+    STAGES,
+    WORK_STAGES,
+    decode_frame,
+    encode_frame,
+)
 
 # isort: split
 from swapstream.faces.cliutil import ArgumentParser, run_cli
@@ -47,7 +54,6 @@ from swapstream.v1 import swap_pb2, swap_pb2_grpc
 PROG = "swapstream stream"
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-STAGES = ("decode", "detect", "infer", "blend", "encode", "queue", "total")
 SERVICE = "swapstream.v1.FaceSwap"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # Status codes that mean the user asked for something wrong (exit 2), not a failure (exit 1).
@@ -498,7 +504,7 @@ class StreamSummary:
         }
 
     def describe(self) -> str:
-        stages = ", ".join(f"{s} {percentile(self.stage_ms[s], 50):.1f}" for s in STAGES[:5])
+        stages = ", ".join(f"{s} {percentile(self.stage_ms[s], 50):.1f}" for s in WORK_STAGES)
         lines = [
             f"frames {self.frames}, faces swapped {self.faces_swapped} (in {self.frames_with_faces} frames), "
             f"errors {self.errors}" + (f", resumed after {self.resumed_from} frames" if self.resumed_from else ""),

@@ -24,6 +24,8 @@ class InferenceSource:
     margin: float
     real_faces: np.ndarray | None  # uint8 crops of the source identity, for the parity check
     note: str = ""
+    output_size: int | None = None  # side of the returned face when it differs from `size` (2x head)
+    template: object = None         # AlignTemplate of the face sets (None: Haar squares with `margin`)
 
 
 def load_inference(run_dir: str, direction: str) -> InferenceSource:
@@ -44,7 +46,10 @@ def load_inference(run_dir: str, direction: str) -> InferenceSource:
     model, note = float32_inference_model(method, direction)
     data = method.run_config.data
     faces = _source_faces(run_dir, data.a if direction == "a2b" else data.b)
-    return InferenceSource(model, method.method_name, int(config.size), float(data.margin), faces, note)
+    in_size, out_size = method.run_config.io_sizes
+    return InferenceSource(model, method.method_name, int(config.size), float(data.margin), faces, note,
+                           output_size=out_size if out_size != in_size else None,
+                           template=method.run_config.template)
 
 
 def float32_inference_model(method, direction: str):

@@ -32,6 +32,9 @@ from swapstream.v1 import swap_pb2  # noqa: E402
 # pushback hint on RESOURCE_EXHAUSTED (gRFC A6: milliseconds to wait before retrying).
 MODEL_METADATA_KEY = "swapstream-model"
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# StageTimings' fields (`<stage>_ms`), in pipeline order: the work stages, then queueing and the whole.
+STAGES = ("decode", "detect", "align", "infer", "blend", "encode", "queue", "total")
+WORK_STAGES = STAGES[:6]
 
 JPEG, PNG, RAW_BGR = swap_pb2.JPEG, swap_pb2.PNG, swap_pb2.RAW_BGR
 ENCODINGS = (JPEG, PNG, RAW_BGR)

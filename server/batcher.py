@@ -143,6 +143,6 @@ class InferenceBatcher:
         faces = np.clip(results[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
         masks = None
         if len(results) > 1:
-            masks = np.clip(results[1].reshape(n, m.crop_size, m.crop_size), 0.0, 1.0).astype(np.float32)
+            masks = np.clip(results[1].reshape(n, *results[1].shape[1:3]), 0.0, 1.0).astype(np.float32)
         return faces, masks, ms
 

@@ -7,7 +7,7 @@ several servers in one process do not mix) and serves it as /metrics over HTTP.
     swapstream_active_streams                         gauge
     swapstream_frames_total{model,result}             counter; result = ok or the per-frame status code
     swapstream_faces_swapped_total{model}             counter
-    swapstream_stage_seconds{model,stage}             histogram; stage = decode, detect, infer, blend,
+    swapstream_stage_seconds{model,stage}             histogram; stage = decode, detect, align, infer, blend,
                                                       encode, queue, total (answered frames only)
     swapstream_inference_batch_faces{model}           histogram: faces per onnxruntime call
     swapstream_rejected_calls_total{method,code}      counter: calls that ended with an error status
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import grpc
 
+from swapstream.faces.wire import STAGES
 from swapstream.v1 import swap_pb2
 
-STAGES = ("decode", "detect", "infer", "blend", "encode", "queue", "total")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
