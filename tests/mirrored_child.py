@@ -31,8 +31,9 @@ def main(a: str, b: str, out: str) -> dict:
     # a gradient near zero that rounds differently on two replicas (summation order) would
     # move its weight by up to lr either way and hide what is compared.
     rng = np.random.default_rng(0)
-    batch = {k: rng.random((4, 32, 32, 3), dtype=np.float32)
-             for k in ("warped_a", "target_a", "warped_b", "target_b")}
+    # The tiny ae reads 32 px faces and paints them at 64 px (its 2x head).
+    batch = {k: rng.random((4, side, side, 3), dtype=np.float32)
+             for k, side in (("warped_a", 32), ("target_a", 64), ("warped_b", 32), ("target_b", 64))}
     ds = tf.data.Dataset.from_tensors(batch).repeat()
     single = build_method("ae", preset_config("ae", "tiny"), seed=1)
     single.compile({"ae": keras.optimizers.SGD(0.5)})

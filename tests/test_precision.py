@@ -65,4 +65,4 @@ def test_measure_times_a_method_in_each_precision(tmp_path, capsys):
     assert [r["precision"] for r in rows] == ["float32", "mixed_bfloat16"]
     assert all(r["method"] == "ae" and r["images_per_second"] > 0 for r in rows)
     table = capsys.readouterr().out
-    assert "| ae | float32 | 32 |" in table and "| ae | mixed_bfloat16 | 32 |" in table
+    assert "| ae | float32 | 32 | 64 |" in table and "| ae | mixed_bfloat16 | 32 | 64 |" in table

@@ -6,8 +6,15 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+from swapstream.faces.align import AlignTemplate  # noqa: E402
 from swapstream.faces.errors import InputError  # noqa: E402
-from swapstream.trainer.data import AugmentConfig, load_face_pair, make_dataset, preview_faces  # noqa: E402
+from swapstream.trainer.data import (  # noqa: E402
+    AugmentConfig,
+    load_face_pair,
+    load_face_sets,
+    make_dataset,
+    preview_faces,
+)
 from tests.trainer_fixtures import make_pair, synthetic_faces, write_face_set  # noqa: E402
 
 KEYS = ("warped_a", "target_a", "warped_b", "target_b")
@@ -62,18 +69,49 @@ def test_flip_mirrors_both_input_and_target(faces):
     assert all(f or s for f, s in zip(flipped, same)) and any(flipped) and any(same)
 
 
+def test_inputs_are_the_targets_augmented_once_then_shrunk(faces):
+    """A 2x network reads the face at half the side of the one it must paint: the SAME warped,
+    flipped and jittered face, augmented at the target's side and then area-averaged."""
+    big = tuple(np.stack([np.repeat(np.repeat(f, 2, 0), 2, 1) for f in side]) for side in faces)  # 64 px
+    aug = AugmentConfig(warp=0.0)
+    batch = _first(make_dataset(*big, batch_size=4, augment=aug, seed=2, input_size=32))
+    assert batch["warped_a"].shape == (4, 32, 32, 3) and batch["target_a"].shape == (4, 64, 64, 3)
+    shrunk = batch["target_a"].reshape(4, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(batch["warped_a"], shrunk, atol=1e-5)
+    # With the random warp the input is bent, the target is not; they still show the same face.
+    warped = _first(make_dataset(*big, batch_size=4, augment=AugmentConfig(), seed=2, input_size=32))
+    diff = np.abs(warped["warped_a"] - warped["target_a"].reshape(4, 32, 2, 32, 2, 3).mean(axis=(2, 4))).mean()
+    assert 0.003 < diff < 0.15
+    with pytest.raises(InputError, match="input size"):
+        make_dataset(*big, batch_size=4, augment=aug, input_size=128)
+
+
 def test_face_pair_is_resized_and_checked(tmp_path):
     a, b = make_pair(tmp_path, count=6, size=40)
     pair = load_face_pair(a, b, 32)
-    assert pair.faces_a.shape == (6, 32, 32, 3) and pair.margin == pytest.approx(0.3)
+    assert pair.faces_a.shape == (6, 32, 32, 3) and pair.margin == 0.0
+    assert pair.template == AlignTemplate(size=40)
     assert pair.source_size_a == 40
     assert preview_faces(pair.faces_a, 4).shape == (4, 32, 32, 3)
 
     with pytest.raises(InputError, match="same faces"):
         load_face_pair(a, a, 32)
-    other_margin = write_face_set(tmp_path / "m.npz", synthetic_faces(5, 4, 40), margin=0.5)
+    tighter = write_face_set(tmp_path / "t.npz", synthetic_faces(5, 4, 40),
+                             template=AlignTemplate(size=40, eye_distance=0.33))
+    with pytest.raises(InputError, match="different templates"):
+        load_face_pair(a, tighter, 32)
+    unaligned = write_face_set(tmp_path / "u.npz", synthetic_faces(5, 4, 40), margin=0.3, aligned=False)
+    with pytest.raises(InputError, match="landmark template"):
+        load_face_pair(a, unaligned, 32)
+    other_margin = write_face_set(tmp_path / "m.npz", synthetic_faces(6, 4, 40), margin=0.5, aligned=False)
     with pytest.raises(InputError, match="margin"):
-        load_face_pair(a, other_margin, 32)
+        load_face_pair(unaligned, other_margin, 32)
+    assert load_face_pair(unaligned, write_face_set(tmp_path / "u2.npz", synthetic_faces(6, 4, 40),
+                                                    margin=0.3, aligned=False), 32).template is None
+    sets, template = load_face_sets([a, b, tighter.replace("t.npz", "a.npz")], 16)
+    assert [s.shape for s in sets] == [(6, 16, 16, 3)] * 3 and template == pair.template
+    with pytest.raises(InputError, match="different templates"):
+        load_face_sets([a, tighter], 16)
     empty = write_face_set(tmp_path / "empty.npz", np.zeros((0, 40, 40, 3), np.uint8))
     with pytest.raises(InputError, match="0 faces"):
         load_face_pair(a, empty, 32)

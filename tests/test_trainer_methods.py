@@ -6,12 +6,25 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from swapstream.faces.align import AlignTemplate  # noqa: E402
 from swapstream.faces.errors import InputError  # noqa: E402
+from swapstream.faces.faceset import resize_faces  # noqa: E402
 from swapstream.trainer.data import AugmentConfig, make_dataset  # noqa: E402
 from swapstream.trainer.methods import METHODS, build_method, get_method, preset_config  # noqa: E402
+from swapstream.trainer.methods.configs import io_sizes  # noqa: E402
 from tests.trainer_fixtures import synthetic_faces  # noqa: E402
 
 ALL = ["ae", "vae", "conv-vae", "vae-gan", "cyclegan"]
+# The methods whose decoders end in the 2x pixel-shuffle head in their presets.
+UPSCALED = ["ae", "conv-vae", "vae-gan"]
+TEMPLATE = AlignTemplate(size=160)
+
+
+def _dataset(method, faces, batch_size=4, augment=None, seed=0):
+    """Batches for `method`: targets at its output side, inputs at its input side."""
+    side = method.output_size
+    return make_dataset(resize_faces(faces[0], side), resize_faces(faces[1], side), batch_size=batch_size,
+                        augment=augment or AugmentConfig(), seed=seed, input_size=method.input_size)
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +70,11 @@ def test_each_methods_presets_and_config_come_from_its_defaults_module():
 
 @pytest.mark.parametrize("name", ALL)
 def test_inference_model_contract(name):
-    method = build_method(name, preset_config(name, "tiny"))
+    cfg = preset_config(name, "tiny")
+    method = build_method(name, cfg)
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    out = 64 if name in UPSCALED else 32  # the pixel-shuffle head doubles the side
+    assert io_sizes(cfg) == (32, out) and (method.input_size, method.output_size) == (32, out)
     outputs = {}
     for direction in ("a2b", "b2a"):
         model = method.inference_model(direction)
@@ -67,9 +83,9 @@ def test_inference_model_contract(name):
         assert [t.name for t in model.inputs] == ["face"]
         assert tuple(model.inputs[0].shape) == (None, 32, 32, 3)
         assert model.inputs[0].dtype == "float32"
-        assert tuple(model.outputs[0].shape) == (None, 32, 32, 3)
+        assert tuple(model.outputs[0].shape) == (None, out, out, 3)
         y = np.asarray(model(x))
-        assert y.dtype == np.float32 and y.shape == x.shape
+        assert y.dtype == np.float32 and y.shape == (2, out, out, 3)
         assert 0.0 <= y.min() and y.max() <= 1.0
         outputs[direction] = y
     # The two directions use different decoders / generators.
@@ -84,12 +100,24 @@ def test_size_the_network_cannot_take_is_refused(name, size):
         preset_config(name, "tiny", size=size)
 
 
+def test_upscale_is_1_or_2_and_old_configs_keep_output_equal_to_input():
+    import dataclasses
+
+    with pytest.raises(InputError, match="upscale"):
+        dataclasses.replace(preset_config("ae", "tiny"), upscale=3).validate()
+    from swapstream.trainer.methods.ae_defaults import AEConfig
+
+    assert AEConfig().upscale == 1 and io_sizes(AEConfig()) == (64, 64)  # a run made before the head
+
+
 def test_cpu_presets_are_cpu_sized():
-    """`cpu`: 64 px and a few million parameters per exported network (not tens of millions)."""
+    """`cpu`: 64 px input (128 px out with the 2x head) and a few million parameters per
+    exported network (not tens of millions)."""
     for name in ALL:
         method = build_method(name, preset_config(name, "cpu"))
         counts = method.parameter_counts()
         assert method.config.size == 64
+        assert method.output_size == (128 if name in UPSCALED else 64)
         assert 3e5 < counts["inference"] < 1.2e7, (name, counts)
         assert counts["total"] < 2e7, (name, counts)
 
@@ -109,11 +137,11 @@ def test_mixed_precision_trains_and_exports_float32(faces):
     import dataclasses
 
     cfg = dataclasses.replace(preset_config("ae", "tiny"), dtype_policy="mixed_bfloat16")
-    method = build_method("ae", cfg)
+    method = build_method("ae", cfg, template=TEMPLATE)
     method.compile(method.default_optimizers())
     assert method.encoder.layers[1].compute_dtype == "bfloat16"
     assert all(w.dtype == "float32" for w in method.encoder.weights)
-    dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
+    dataset = _dataset(method, faces)
     history = method.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False).history
     assert np.isfinite(history["loss"]).all()
     model = method.inference_model("a2b")
@@ -141,15 +169,45 @@ def test_the_dense_vae_reads_a_face_and_its_negative_alike():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_loss_falls_for_every_method(name, faces):
-    """A few steps at 32 px: mean L1 of the last ten steps well below the first five's."""
+    """A few steps at 32 px in (64 px out with the 2x head), on aligned faces: mean L1 of the
+    last ten steps well below the first five's."""
     keras.utils.set_random_seed(0)
-    method = build_method(name, preset_config(name, "tiny"), seed=0)
+    method = build_method(name, preset_config(name, "tiny"), seed=0, template=TEMPLATE)
     method.compile(method.default_optimizers())
-    dataset = make_dataset(faces[0], faces[1], batch_size=4, augment=AugmentConfig(), seed=0)
+    dataset = _dataset(method, faces)
     history = method.fit(dataset, epochs=6, steps_per_epoch=5, verbose=0, shuffle=False).history
     l1 = np.asarray(history[method.progress_metric])
     assert np.isfinite(l1).all()
     assert l1[-2:].mean() < 0.85 * l1[0], l1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_on_aligned_faces_the_loss_sees_only_the_face_region(name, faces):
+    """With a template the reconstruction (cycle, for CycleGAN) loss ignores everything outside
+    the face region: a target changed there gives the same loss; changed inside, a higher one."""
+    import tensorflow as tf
+
+    from swapstream.faces import regions
+    from swapstream.trainer import losses
+
+    method = build_method(name, preset_config(name, "tiny"), template=TEMPLATE)
+    side = method.output_size
+    face = regions.face_mask(TEMPLATE, side)[None, :, :, None]
+    target = resize_faces(faces[0][:2], side).astype(np.float32) / 255
+    output = np.clip(target + np.random.default_rng(1).normal(0, 0.05, target.shape), 0, 1).astype(np.float32)
+    outside = np.where(face == 0, 1.0 - target, target).astype(np.float32)
+    inside = np.where(face == 1, 1.0 - target, target).astype(np.float32)
+
+    def loss(t):
+        if name == "cyclegan":
+            return float(losses.weighted_l1(tf.constant(t), tf.constant(output), method.loss_weights))
+        from swapstream.trainer.methods.ae import reconstruction_loss
+
+        return float(reconstruction_loss(method.config, tf.constant(t), tf.constant(output), method.loss_weights)[1])
+
+    assert method.loss_weights.shape == (side, side, 1) and method.loss_weights[0, 0, 0] == 0.0
+    assert loss(outside) == pytest.approx(loss(target), rel=1e-5)
+    assert loss(inside) > 2 * loss(target)
 
 
 def test_expression_weight_raises_the_loss_weight_on_eyes_and_mouth_only():

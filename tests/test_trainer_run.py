@@ -17,6 +17,7 @@ import yaml
 
 keras = pytest.importorskip("keras")
 
+from swapstream.faces.align import AlignTemplate  # noqa: E402
 from swapstream.faces.errors import InputError  # noqa: E402
 from swapstream.trainer.cli import main  # noqa: E402
 from swapstream.trainer.runs import load_run  # noqa: E402
@@ -71,18 +72,23 @@ def _copy(run, tmp_path, name="run"):
 def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets):
     with open(ae_run / "config.yaml") as fh:
         cfg = yaml.safe_load(fh)
-    assert cfg["method"] == "ae" and cfg["model"]["size"] == 32
-    assert cfg["data"]["a"] == os.path.abspath(sets[0]) and cfg["data"]["margin"] == pytest.approx(0.3)
+    assert cfg["method"] == "ae" and cfg["model"]["size"] == 32 and cfg["model"]["upscale"] == 2
+    assert cfg["data"]["a"] == os.path.abspath(sets[0]) and cfg["data"]["margin"] == 0.0
+    # The faces' alignment template, for the exporter's manifest and the server's masks.
+    default = AlignTemplate(size=32)
+    assert cfg["data"]["align_template"] == {"size": 32, "eye_distance": default.eye_distance,
+                                             "eye_line": default.eye_line}
     index = json.loads((ae_run / "checkpoints" / "index.json").read_text())
     assert [e["step"] for e in index["checkpoints"]] == [10, 20]
     assert sorted(os.listdir(ae_run / "checkpoints")) == [
         "ckpt-00000010.weights.h5", "ckpt-00000020.weights.h5", "index.json"]
     grid = cv2.imread(str(ae_run / "previews" / "preview.png"))
-    assert grid.shape[0] == 4 * 128 and grid.shape[1] > 6 * 128  # rows A, A->B, B, B->A, enlarged 4x
+    assert grid.shape[0] == 4 * 128 and grid.shape[1] > 6 * 128  # rows A, A->B, B, B->A at 64 px, enlarged 2x
     assert (ae_run / "previews" / "step-00000010.png").is_file()
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(ae_run / "logs"))
     summary = json.loads((ae_run / "summary.json").read_text())
     assert summary["step"] == 20 and summary["images_per_second"] > 0
+    assert (summary["size"], summary["output_size"], summary["aligned"]) == (32, 64, True)
     assert summary["training_seconds"] == pytest.approx(summary["seconds"], abs=0.02)
     assert set(summary["final_losses"]) == {"loss", "l1"}
     assert summary["parameters"]["total"] > summary["parameters"]["inference"] > 0
@@ -92,13 +98,18 @@ def test_run_folder_holds_config_checkpoints_previews_logs_summary(ae_run, sets)
 def test_load_run_gives_the_latest_weights_and_optimizer_state(ae_run):
     method = load_run(str(ae_run))
     assert method.step == 20 and method.ae_optimizer.iterations.numpy() == 20
-    assert method.run_config.data.margin == pytest.approx(0.3)
+    from swapstream.faces import regions
+
+    assert method.run_config.template == method.template and method.template.size == 32
     faces = synthetic_faces(3, 2, 32, seed=9).astype(np.float32) / 255
     out = np.asarray(method.inference_model("a2b")(faces))
-    assert out.shape == (2, 32, 32, 3)
-    # Trained weights, not a fresh initialisation: reconstructions beat an untrained model's.
+    assert out.shape == (2, 64, 64, 3)
+    # Trained weights, not a fresh initialisation: reconstructions (inside the face region,
+    # the only part the loss sees) beat an untrained model's.
+    big = synthetic_faces(3, 2, 64, seed=9).astype(np.float32) / 255
     rec = np.asarray(method.inference_model("b2a")(faces))
-    assert np.abs(rec - faces).mean() < 0.2
+    face = regions.face_mask(method.template, 64)[None, :, :, None]
+    assert (np.abs(rec - big) * face).sum() / (3 * 2 * face.sum()) < 0.2
 
 
 @pytest.mark.slow
@@ -205,7 +216,7 @@ def test_retries_give_up_after_the_last_one_and_keep_the_run_as_it_was(ae_run, t
     assert (run / "config.yaml").read_bytes() == config_before
 
 
-@pytest.mark.parametrize("problem", ["missing set", "empty set", "same set", "margins differ", "bad size",
+@pytest.mark.parametrize("problem", ["missing set", "empty set", "same set", "framing differs", "bad size",
                                      "unknown method", "no budget", "bad batch"])
 def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
     a, b = sets
@@ -216,8 +227,8 @@ def test_bad_input_exits_2_and_writes_nothing(problem, sets, tmp_path, capsys):
         args[5] = write_face_set(tmp_path / "empty.npz", np.zeros((0, 32, 32, 3), np.uint8))
     elif problem == "same set":
         args[5] = a
-    elif problem == "margins differ":
-        args[5] = write_face_set(tmp_path / "m.npz", synthetic_faces(5, 4, 32), margin=0.6)
+    elif problem == "framing differs":  # an unaligned set beside an aligned one
+        args[5] = write_face_set(tmp_path / "m.npz", synthetic_faces(5, 4, 32), margin=0.6, aligned=False)
     elif problem == "bad size":
         args += ["--size", 30]
     elif problem == "unknown method":
@@ -366,10 +377,11 @@ def _collapsing_session(tmp_path, sets, target_steps: int):
                 SaturateOutputs.fired = True
                 for decoder in (self.model.decoder_a, self.model.decoder_b):
                     last_conv = [layer for layer in decoder.layers if isinstance(layer, keras.layers.Conv2D)][-1]
-                    last_conv.bias.assign(last_conv.bias + 50.0)
+                    # Saturated to black: far from the light synthetic skin the face-only loss sees.
+                    last_conv.bias.assign(last_conv.bias - 50.0)
 
-    pair = load_face_pair(sets[0], sets[1], 32)
-    method = build_method("ae", preset_config("ae", "tiny"))
+    pair = load_face_pair(sets[0], sets[1], 64)
+    method = build_method("ae", preset_config("ae", "tiny"), template=pair.template)
     method.compile(method.default_optimizers())
     plan = SessionPlan(run_dir=str(tmp_path / "run"), target_steps=target_steps, minutes=None, log_every=5,
                        checkpoint_every=10, preview_every=1000, keep=20, images_per_step=8,
@@ -385,7 +397,7 @@ def test_a_collapsing_loss_stops_training_and_keeps_the_checkpoint_from_before(t
     from swapstream.trainer.loop import run_session
 
     pair, method, plan, saturate = _collapsing_session(tmp_path, sets, target_steps=120)
-    dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0)
+    dataset = make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=0, input_size=32)
     with pytest.raises(TrainingDiverged, match="jumped") as err:
         run_session(method, dataset, plan, pair.faces_a[:2], pair.faces_b[:2], extra_callbacks=[saturate])
     assert "last good checkpoint (step 40)" in str(err.value)
@@ -406,7 +418,7 @@ def test_a_retry_goes_back_to_the_last_good_checkpoint_at_half_the_rate(tmp_path
 
     def dataset_for(step, attempt):
         seeds.append((step, attempt))
-        return make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=step + 7919 * attempt)
+        return make_dataset(pair.faces_a, pair.faces_b, 4, AugmentConfig(), seed=step + 7919 * attempt, input_size=32)
 
     result = run_with_retries(method, dataset_for, plan, pair.faces_a[:2], pair.faces_b[:2], retries=1,
                               extra_callbacks=[saturate])

@@ -62,6 +62,15 @@ def to_image(x, dtype: str, activation: str = "sigmoid", kernel: int = 5, name: 
     return layers.Activation(activation, dtype="float32")(x)
 
 
+def to_image_upscaled(x, dtype: str, factor: int = 2, kernel: int = 5, name: str | None = None):
+    """Pixel-shuffle output head: one convolution to 3 * factor^2 channels, then depth-to-space,
+    so the image comes out `factor` times the side of `x` (DeepFaceLab SAEHD's "-d" head: the
+    decoder runs at half the output side); sigmoid in float32."""
+    x = layers.Conv2D(3 * factor * factor, kernel, padding="same", dtype=dtype, name=name)(x)
+    x = ops.depth_to_space(x, factor)
+    return layers.Activation("sigmoid", dtype="float32")(x)
+
+
 def count_params(model: keras.Model) -> int:
     """Number of scalar weights (trainable and not) in a built model."""
     return int(sum(int(ops.size(w)) for w in model.weights))

@@ -5,6 +5,7 @@
                      [--resume] [--distribute none|mirrored|multiworker] [--preview-every N]
                      [--checkpoint-every N] [--keep K] [--lr LR] [--retries N] [--[no-]xla]
                      [--precision auto|float32|mixed_bfloat16] [--seed S] [--set KEY=VALUE ...]
+                     [--init PRIOR]
 
 Run folder: config.yaml (resolved config), checkpoints/, previews/, logs/ (TensorBoard),
 summary.json. `--steps` is the run's total: `--resume` continues up to it from the last
@@ -62,6 +63,9 @@ def build_parser() -> ArgumentParser:
                    help="change a field of the method's config for a new run (the model section "
                         "of config.yaml), e.g. --set decoder_filters=64,32,16, or of its "
                         "augmentation with augment.KEY, e.g. --set augment.rotation_deg=0; repeatable")
+    p.add_argument("--init", metavar="PRIOR",
+                   help="start the encoder and both decoders from a prior written by `swapstream pretrain` "
+                        "(a new run; its network config must match the run's)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
     p.add_argument("--distribute", default="none",
@@ -100,7 +104,7 @@ def _train(args) -> int:
         resume=args.resume, distribute=args.distribute, logical_cpus=args.logical_cpus,
         log_every=args.log_every, preview_every=args.preview_every,
         checkpoint_every=args.checkpoint_every, keep=args.keep, progress=not args.no_progress,
-        retries=args.retries, settings=parse_assignments(args.settings))
+        retries=args.retries, settings=parse_assignments(args.settings), init=args.init)
     summary = train_run(request)
     if summary.get("chief", True):
         print(f"{PROG}: {summary['method']} step {summary['step']} "

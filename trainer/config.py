@@ -18,17 +18,40 @@ from dataclasses import dataclass
 
 import yaml
 
+from swapstream.faces.align import AlignTemplate
 from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_text
 from swapstream.trainer.methods import config_class
+from swapstream.trainer.methods.configs import io_sizes
 from swapstream.trainer.preset import AugmentConfig, TrainConfig
 
 CONFIG_FILE = "config.yaml"
 
 
+def template_dict(template: AlignTemplate | None) -> dict | None:
+    """A template as the plain dict run configs and manifests hold ({size, eye_distance, eye_line})."""
+    if template is None:
+        return None
+    return {"size": int(template.size), "eye_distance": float(template.eye_distance),
+            "eye_line": float(template.eye_line)}
+
+
+def template_from_dict(values: dict | None) -> AlignTemplate | None:
+    """The inverse of `template_dict` (InputError for a malformed one)."""
+    if values is None:
+        return None
+    try:
+        return AlignTemplate(size=int(values["size"]), eye_distance=float(values["eye_distance"]),
+                             eye_line=float(values["eye_line"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"align_template {values!r} is not a valid template: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """The face sets and how they were cut (the exporter and server need the margin)."""
+    """The face sets and how they were cut (the exporter and server need the margin, or the
+    alignment template the faces were aligned to: {size, eye_distance, eye_line}; None for sets
+    of Haar squares and for runs made before alignment)."""
 
     a: str
     b: str
@@ -37,6 +60,7 @@ class DataConfig:
     faces_b: int
     source_size_a: int
     source_size_b: int
+    align_template: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,16 @@ class RunConfig:
     # "section.key=value" of each key config.yaml held that this version has no field for
     # (options removed since the run was made); never written back.
     dropped: tuple[str, ...] = ()
+
+    @property
+    def template(self):
+        """The faces.align.AlignTemplate the run's faces were aligned to, or None."""
+        return template_from_dict(self.data.align_template)
+
+    @property
+    def io_sizes(self) -> tuple[int, int]:
+        """(input side, output side) of the run's networks (the output is 2x with upscale 2)."""
+        return io_sizes(self.model)
 
     def dropped_hint(self) -> str:
         """What to add to a "checkpoint does not fit" error when keys were dropped ("" if none)."""

@@ -168,7 +168,7 @@ class Previewer(keras.callbacks.Callback):
         self.last: int | None = None
 
     def write(self) -> None:
-        scale = max(1, 128 // self.faces_a.shape[1])  # small crops are shown enlarged
+        scale = max(1, 128 // self.model.output_size)  # small faces are shown enlarged
         grid = preview.preview_grid(self.model, self.faces_a, self.faces_b, scale=scale)
         step = self.model.step
         write_png(os.path.join(self.folder, f"step-{step:08d}.png"), grid)

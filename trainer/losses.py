@@ -1,4 +1,4 @@
-"""Loss terms shared by the methods: masked L1, SSIM/DSSIM, KL divergence, LSGAN and BCE-GAN terms.
+"""Loss terms shared by the methods: weight maps, masked L1, SSIM/DSSIM, KL divergence, LSGAN and BCE-GAN terms.
 
 All take float32 images in 0..1, NHWC, and return a scalar averaged over the batch.
 """
@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+from swapstream.faces import regions
+from swapstream.faces.align import AlignTemplate
 
 # Where the eyes (brows included) and the mouth sit in a crop cut by `extract` (Haar box plus
 # margin), as centre x, centre y, half-width, half-height in fractions of the side. Read off
@@ -38,6 +41,19 @@ def face_weight_map(size: int, face_weight: float, expression_weight: float = 1.
     return weights[:, :, None].astype(np.float32)
 
 
+def reconstruction_weights(config, size: int, template: AlignTemplate | None) -> np.ndarray:
+    """The per-pixel loss weights (S, S, 1) of a method config at output side `size`.
+
+    On aligned faces (`template` given) the template's face region with weight 1, the rest of the
+    crop `background_weight`, and `expression_weight` on the eyes and the mouth at their template
+    positions (faces/regions.py). Without a template, the central-ellipse map of `face_weight_map`.
+    """
+    expression = float(getattr(config, "expression_weight", 1.0))
+    if template is None:
+        return face_weight_map(size, float(getattr(config, "face_weight", 1.0)), expression)
+    return regions.loss_weights(template, size, expression, float(getattr(config, "background_weight", 0.0)))
+
+
 def weighted_l1(y_true, y_pred, weights) -> tf.Tensor:
     """Mean absolute error with per-pixel weights (weights: S x S x 1)."""
     w = tf.convert_to_tensor(weights)
@@ -45,12 +61,10 @@ def weighted_l1(y_true, y_pred, weights) -> tf.Tensor:
     return tf.reduce_mean(err / (tf.reduce_sum(w) * 3.0))
 
 
-def _gaussian_kernel(size: int, sigma: float) -> np.ndarray:
+def _gaussian_taps(size: int, sigma: float) -> np.ndarray:
     ax = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
     g = np.exp(-(ax**2) / (2 * sigma**2))
-    k = np.outer(g, g)
-    k /= k.sum()
-    return np.tile(k[:, :, None, None], (1, 1, 3, 1)).astype(np.float32)  # depthwise, 3 channels
+    return (g / g.sum()).astype(np.float32)
 
 
 def ssim_window(image_size: int) -> int:
@@ -67,16 +81,21 @@ def ssim(x, y, weights=None, window: int = 11) -> tf.Tensor:
     mask). Differentiable: the DSSIM loss below and compare's figures both use it.
     """
     x, y = tf.cast(x, tf.float32), tf.cast(y, tf.float32)
-    kernel = tf.constant(_gaussian_kernel(window, 1.5))
-
-    def blur(t):
-        return tf.nn.depthwise_conv2d(t, kernel, strides=[1, 1, 1, 1], padding="VALID")
+    channels = int(x.shape[-1])
+    taps = _gaussian_taps(window, 1.5)
+    # The five local moments blurred in one pass: the 2-D Gaussian is separable, so two 1-D
+    # depthwise convolutions over all 5 x C channels stacked (a fraction of five 2-D blurs' cost).
+    stack = tf.concat([x, y, x * x, y * y, x * y], axis=-1)
+    kx = tf.constant(np.tile(taps[None, :, None, None], (1, 1, 5 * channels, 1)))
+    ky = tf.constant(np.tile(taps[:, None, None, None], (1, 1, 5 * channels, 1)))
+    blurred = tf.nn.depthwise_conv2d(stack, kx, strides=[1, 1, 1, 1], padding="VALID")
+    blurred = tf.nn.depthwise_conv2d(blurred, ky, strides=[1, 1, 1, 1], padding="VALID")
+    mu_x, mu_y, exx, eyy, exy = tf.split(blurred, 5, axis=-1)
 
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = blur(x * x) - mu_x * mu_x
-    syy = blur(y * y) - mu_y * mu_y
-    sxy = blur(x * y) - mu_x * mu_y
+    sxx = exx - mu_x * mu_x
+    syy = eyy - mu_y * mu_y
+    sxy = exy - mu_x * mu_y
     smap = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     smap = tf.reduce_mean(smap, axis=-1, keepdims=True)
     if weights is None:

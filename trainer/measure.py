@@ -2,7 +2,7 @@
 
     python -m swapstream.trainer.measure --a SET_A.npz --b SET_B.npz [--preset cpu] [--methods all|m1,m2]
                               [--steps 10] [--rounds 5] [--precision auto|float32|mixed_bfloat16[,...]]
-                              [--json OUT.json]
+                              [--set KEY=VALUE ...] [--json OUT.json]
 
 For each method it times `fit()` on real augmented batches from trainer.data and on one real
 batch repeated from memory (no input cost), alternating the two `--rounds` times and keeping
@@ -10,6 +10,8 @@ each one's fastest round (the machine may be shared: the fastest round is the le
 Input-pipeline overhead = time(real) / time(constant) - 1, in wall time and in CPU time of the
 process (the steadier figure on a shared machine); also the time the pipeline needs per
 batch on its own (an upper bound of what it can steal from training on a CPU-only box).
+Batches are the preset's own (its augmentation; targets at the output side, inputs at the
+input side), and `--set` changes the method's config as `swapstream train --set` does.
 Prints a Markdown table.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from swapstream.trainer.tf_quiet import import_tensorflow
 
 import_tensorflow()  # before the modules below import it
 
-from swapstream.trainer.data import AugmentConfig, constant_dataset, load_face_pair, make_dataset  # noqa: E402
+from swapstream.trainer.data import constant_dataset, load_face_pair, make_dataset  # noqa: E402
 from swapstream.trainer.methods import (  # noqa: E402
     METHODS,
     build_method,
@@ -32,7 +34,9 @@ from swapstream.trainer.methods import (  # noqa: E402
     preset_config,
     shared_preset_names,
 )
+from swapstream.trainer.methods.configs import io_sizes  # noqa: E402
 from swapstream.trainer.precision import resolve_precision  # noqa: E402
+from swapstream.trainer.settings import apply_settings, parse_assignments  # noqa: E402
 
 
 def _timed_fit(method, dataset, steps: int) -> tuple[float, float]:
@@ -53,15 +57,17 @@ def pipeline_seconds_per_batch(dataset, batches: int) -> float:
 
 
 def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int, rounds: int,
-                   precision: str = "auto") -> dict:
+                   precision: str = "auto", settings: tuple[tuple[str, str], ...] = ()) -> dict:
     """Figures for one method (see module docstring)."""
-    cfg = preset_config(name, preset)
+    cfg = apply_settings(preset_config(name, preset), settings)
     cfg = dataclasses.replace(cfg, dtype_policy=resolve_precision(precision, cfg.dtype_policy))
     batch = get_preset(name, preset).train.batch_size
-    pair = load_face_pair(path_a, path_b, cfg.size)
-    method = build_method(name, cfg)
+    input_size, output_size = io_sizes(cfg)
+    pair = load_face_pair(path_a, path_b, output_size)
+    method = build_method(name, cfg, template=pair.template)
     method.compile(method.default_optimizers(), jit_compile=cfg.jit_compile)
-    real = make_dataset(pair.faces_a, pair.faces_b, batch, AugmentConfig(), seed=0)
+    real = make_dataset(pair.faces_a, pair.faces_b, batch, get_preset(name, preset).augment, seed=0,
+                        input_size=input_size)
     const = constant_dataset(real)
     first = _timed_fit(method, real, 1)[0]  # tracing
     _timed_fit(method, const, 2)
@@ -74,7 +80,8 @@ def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int,
     real_cpu, const_cpu = min(t[1] for t in t_real), min(t[1] for t in t_const)
     input_s = pipeline_seconds_per_batch(real, 4 * steps)
     counts = method.parameter_counts()
-    return {"method": name, "preset": preset, "precision": cfg.dtype_policy, "size": cfg.size, "batch": batch,
+    return {"method": name, "preset": preset, "precision": cfg.dtype_policy, "size": cfg.size,
+            "output_size": output_size, "settings": [f"{k}={v}" for k, v in settings], "batch": batch,
             "parameters_total": counts["total"], "parameters_inference": counts["inference"],
             "seconds_per_step": round(real_s, 4), "images_per_second": round(2 * batch / real_s, 1),
             "images_per_second_constant_input": round(2 * batch / const_s, 1),
@@ -85,12 +92,13 @@ def measure_method(name: str, path_a: str, path_b: str, preset: str, steps: int,
 
 def markdown(rows: list[dict]) -> str:
     """The figures as a Markdown table."""
-    head = ("| method | precision | size | batch | parameters (total / exported) | images/s | s/step | "
+    head = ("| method | precision | size | output | batch | parameters (total / exported) | images/s | s/step | "
             "images/s, constant input | input overhead (wall) | input overhead (CPU time) | "
             "input alone, ms/batch | first step (trace) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
-        f"| {r['method']} | {r['precision']} | {r['size']} | {r['batch']} | {r['parameters_total'] / 1e6:.2f}M / "
+        f"| {r['method']}{''.join(' ' + s for s in r['settings'])} | {r['precision']} | {r['size']} | "
+        f"{r['output_size']} | {r['batch']} | {r['parameters_total'] / 1e6:.2f}M / "
         f"{r['parameters_inference'] / 1e6:.2f}M | {r['images_per_second']} | {r['seconds_per_step']} | "
         f"{r['images_per_second_constant_input']} | {100 * r['input_overhead']:+.1f}% | "
         f"{100 * r['input_overhead_cpu_time']:+.1f}% | "
@@ -108,13 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="auto",
                    help="auto | float32 | mixed_bfloat16, or several separated by commas (each "
                         "method is measured in each, one after the other)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="change a field of the method's config (as `swapstream train --set`); repeatable")
     p.add_argument("--json")
     args = p.parse_args(argv)
+    settings = parse_assignments(args.settings)
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     rows = []
     for name in names:
         for precision in args.precision.split(","):
-            rows.append(measure_method(name, args.a, args.b, args.preset, args.steps, args.rounds, precision))
+            rows.append(measure_method(name, args.a, args.b, args.preset, args.steps, args.rounds, precision,
+                                       settings))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(markdown(rows))
     if args.json:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from swapstream.faces.faceset import resize_faces
+
 ROW_LABELS = ("A", "A->B", "B", "B->A")
 
 
@@ -16,17 +18,21 @@ def _to_uint8(images) -> np.ndarray:
 
 
 def swap_faces(model, faces: np.ndarray) -> np.ndarray:
-    """Run an inference model on uint8 BGR faces; return uint8 BGR."""
-    return _to_uint8(model(_to_float(faces), training=False))
+    """Run an inference model on uint8 BGR faces (resized to its input side); return uint8 BGR
+    at its output side."""
+    side = int(model.inputs[0].shape[1])
+    return _to_uint8(model(_to_float(resize_faces(faces, side)), training=False))
 
 
 def preview_grid(method, faces_a: np.ndarray, faces_b: np.ndarray, scale: int = 1) -> np.ndarray:
     """uint8 BGR grid: rows A, A->B, B, B->A, with row labels on the left.
 
-    `faces_a` and `faces_b` are uint8 (N, S, S, 3) at the method's size (same N).
+    `faces_a` and `faces_b` are uint8 (N, S, S, 3) (same N), shown at their side S; the networks
+    read them at their input side and every row is shown at the output side.
     """
-    rows = [faces_a, swap_faces(method.inference_model("a2b"), faces_a),
-            faces_b, swap_faces(method.inference_model("b2a"), faces_b)]
+    side = method.output_size
+    rows = [resize_faces(faces_a, side), swap_faces(method.inference_model("a2b"), faces_a),
+            resize_faces(faces_b, side), swap_faces(method.inference_model("b2a"), faces_b)]
     return grid_image(rows, ROW_LABELS, scale)
 
 

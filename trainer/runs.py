@@ -2,7 +2,8 @@
 
     load_run(run_dir) -> SwapMethod with the latest checkpoint's weights (and optimizer state);
                          method.config is the model config, method.run_config the whole RunConfig
-                         (crop margin in run_config.data.margin).
+                         (crop margin in run_config.data.margin, alignment template in
+                         run_config.template, input and output side in run_config.io_sizes).
     read_run_config(run_dir) -> RunConfig without building any network.
 Both raise faces.errors.InputError with a clear message for a missing or half-written run, a
 truncated or damaged checkpoint, or a checkpoint that does not match the run's config. Nothing in
@@ -35,7 +36,7 @@ def load_run(run_dir: str) -> SwapMethod:
     if checkpoints.latest_checkpoint(run_dir) is None:
         raise InputError(f"run {run_dir} has no checkpoint yet (half-written: training stopped "
                          "before its first checkpoint)")
-    method = build_method(cfg.method, cfg.model, seed=cfg.train.seed)
+    method = build_method(cfg.method, cfg.model, seed=cfg.train.seed, template=cfg.template)
     method.compile(method.default_optimizers())
     checkpoints.restore_checkpoint(method, run_dir, cfg.dropped_hint())
     method.run_config = cfg

@@ -18,7 +18,7 @@ from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_bytes, write_json
 from swapstream.trainer import checkpoints
 from swapstream.trainer.checkpoints import TrainingDiverged
-from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, read_config, write_config
+from swapstream.trainer.config import CONFIG_FILE, DataConfig, RunConfig, read_config, template_dict, write_config
 from swapstream.trainer.data import load_face_pair, make_dataset, preview_faces
 from swapstream.trainer.distribute import chief_in_cluster, is_chief, make_strategy
 from swapstream.trainer.loop import SessionPlan, run_with_retries
@@ -60,6 +60,7 @@ class TrainRequest:
     progress: bool = True
     retries: int = 0  # divergences to recover from (last good checkpoint, half the learning rate)
     settings: tuple[tuple[str, str], ...] = ()  # --set KEY=VALUE on the method's config (new runs)
+    init: str | None = None  # a prior from `swapstream pretrain` (new runs only)
 
 
 def scaled_learning_rates(model, scale: float):
@@ -165,14 +166,24 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
     chief = is_chief(strategy) if strategy is not None else chief_in_cluster(req.distribute)
     cfg = _resumed_config(req) if req.resume else _new_config(req, chief)
     cfg.train.validate()
-    pair = load_face_pair(cfg.data.a, cfg.data.b, cfg.model.size)
+    prior = None
+    if req.init is not None:
+        if req.resume:
+            raise InputError("--init starts a new run; a resumed run continues from its checkpoints")
+        from swapstream.trainer.prior import read_prior
+
+        prior = read_prior(req.init)
+        prior.check_fits(cfg.method, cfg.model)
+    input_size, output_size = cfg.io_sizes
+    pair = load_face_pair(cfg.data.a, cfg.data.b, output_size)
     if not req.resume:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, margin=pair.margin, faces_a=len(pair.faces_a), faces_b=len(pair.faces_b),
-            source_size_a=pair.source_size_a, source_size_b=pair.source_size_b))
-    elif abs(pair.margin - cfg.data.margin) > 1e-6:
-        raise InputError(f"the face sets' crop margin ({pair.margin}) differs from the run's "
-                         f"({cfg.data.margin}); they were re-extracted differently")
+            source_size_a=pair.source_size_a, source_size_b=pair.source_size_b,
+            align_template=template_dict(pair.template)))
+    elif abs(pair.margin - cfg.data.margin) > 1e-6 or template_dict(pair.template) != cfg.data.align_template:
+        raise InputError("the face sets' framing (crop margin or alignment template) differs from the run's; "
+                         "they were re-extracted differently")
 
     # Before any TensorFlow op: splitting the CPU must happen before TensorFlow starts up.
     if strategy is None:
@@ -183,8 +194,10 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
     if cfg.train.batch_size % replicas:
         raise InputError(f"--batch {cfg.train.batch_size} must be a multiple of the {replicas} replicas")
     with strategy.scope():
-        method = build_method(cfg.method, cfg.model, seed=cfg.train.seed)
+        method = build_method(cfg.method, cfg.model, seed=cfg.train.seed, template=pair.template)
         method.compile(method.default_optimizers(), jit_compile=cfg.model.jit_compile)
+        if prior is not None:
+            prior.apply(method)
         if req.resume:
             if checkpoints.latest_checkpoint(req.out) is None:
                 print(f"{req.out} has no checkpoint yet: starting at step 0", file=sys.stderr)
@@ -204,7 +217,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         # Seeded by the start step (a resumed run does not replay its batches) and the attempt
         # (a retry after a divergence does not replay the batches that led to it).
         return make_dataset(pair.faces_a, pair.faces_b, cfg.train.batch_size, cfg.augment,
-                            seed=cfg.train.seed * 1_000_003 + step + 7_919 * attempt)
+                            seed=cfg.train.seed * 1_000_003 + step + 7_919 * attempt, input_size=input_size)
 
     plan = SessionPlan(
         run_dir=req.out, target_steps=cfg.train.steps,
@@ -224,7 +237,8 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         cfg = dataclasses.replace(cfg, model=scaled_learning_rates(cfg.model, scale))
         write_config(req.out, cfg)
     summary = {
-        "method": cfg.method, "preset": cfg.preset, "size": cfg.model.size,
+        "method": cfg.method, "preset": cfg.preset, "size": input_size, "output_size": output_size,
+        "aligned": pair.template is not None,
         "training_seconds": round(_earlier_seconds(req) + result.seconds, 2),
         "batch_size": cfg.train.batch_size, "step": result.end_step,
         "start_step": result.start_step, "steps_this_session": result.end_step - result.start_step,
@@ -233,6 +247,7 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         "final_losses": result.final_losses, "checkpoint_step": result.checkpoint_step,
         "parameters": method.parameter_counts(), "distribute": cfg.train.distribute,
         "replicas": replicas, "chief": chief, "retries": result.retries,
+        "init": prior.describe() if prior is not None else None,
     }
     if chief:
         write_json(os.path.join(req.out, SUMMARY_FILE), summary)

@@ -97,6 +97,7 @@ def preset_config(name: str, preset: str, size: int | None = None):
     return cfg
 
 
-def build_method(name: str, config, seed: int = 0) -> SwapMethod:
-    """A new, unbuilt-optimizer method object of type `name` with `config`."""
-    return get_method(name)(config, seed=seed)
+def build_method(name: str, config, seed: int = 0, template=None) -> SwapMethod:
+    """A new, unbuilt-optimizer method object of type `name` with `config`; `template` (the
+    faces.align.AlignTemplate of aligned training faces) places its loss on the face region."""
+    return get_method(name)(config, seed=seed, template=template)

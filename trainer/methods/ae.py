@@ -2,9 +2,11 @@
 
 Training reconstructs each identity through its own decoder; the swap A->B is
 decoder_B(encoder(face_A)): the shared code carries pose and expression, the decoder paints the
-identity. Loss per identity: l1_weight * L1 + dssim_weight * DSSIM, both weighted toward the face
-centre (face_weight) and more on the eyes and mouth (expression_weight). Architecture after
-deepfakes/faceswap's "original" model, scaled by config.
+identity. Loss per identity: l1_weight * L1 + dssim_weight * DSSIM, both on the face region of
+the alignment template (or toward the crop's centre on faces without one) and more on the eyes
+and mouth (expression_weight). Architecture after deepfakes/faceswap's "original" model, scaled
+by config; with `upscale` 2 the decoders end in a pixel-shuffle head and paint the face at twice
+the input's side, against targets cut at that side.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import tensorflow as tf
 from keras import layers
 
 from swapstream.trainer import losses
-from swapstream.trainer.blocks import conv_down, to_image, upscale
+from swapstream.trainer.blocks import conv_down, to_image, to_image_upscaled, upscale
 from swapstream.trainer.methods.ae_defaults import AEConfig
 from swapstream.trainer.methods.base import SwapMethod
 
@@ -33,14 +35,21 @@ def build_encoder(cfg: AEConfig) -> keras.Model:
     return keras.Model(face, x, name="encoder")
 
 
+def output_head(x, cfg):
+    """The decoders' last layer: a face at the side of `x` (upscale 1) or twice it (pixel shuffle)."""
+    if getattr(cfg, "upscale", 1) == 1:
+        return to_image(x, cfg.dtype_policy)
+    return to_image_upscaled(x, cfg.dtype_policy, cfg.upscale)
+
+
 def build_decoder(cfg: AEConfig, name: str) -> keras.Model:
-    """Code map (2s, 2s, bottleneck) -> face (S,S,3) in 0..1."""
+    """Code map (2s, 2s, bottleneck) -> face (S',S',3) in 0..1, S' = size * upscale."""
     s = 2 * cfg.size // 2 ** len(cfg.encoder_filters)
     code = keras.Input((s, s, cfg.bottleneck_filters), name="code")
     x = code
     for f in cfg.decoder_filters:
         x = upscale(x, f, cfg.dtype_policy)
-    return keras.Model(code, to_image(x, cfg.dtype_policy), name=name)
+    return keras.Model(code, output_head(x, cfg), name=name)
 
 
 def reconstruction_loss(cfg, target, output, weights):
@@ -50,7 +59,7 @@ def reconstruction_loss(cfg, target, output, weights):
     total = cfg.l1_weight * l1
     if cfg.dssim_weight:
         total += cfg.dssim_weight * losses.weighted_dssim(
-            target, output, weights, losses.ssim_window(cfg.size))
+            target, output, weights, losses.ssim_window(int(weights.shape[0])))
     return total, l1
 
 
@@ -60,12 +69,12 @@ class Autoencoder(SwapMethod):
     method_name = "ae"
     optimizer_names = ("ae",)
 
-    def __init__(self, config: AEConfig, seed: int = 0) -> None:
-        super().__init__(config, seed)
+    def __init__(self, config: AEConfig, seed: int = 0, template=None) -> None:
+        super().__init__(config, seed, template)
         self.encoder = build_encoder(config)
         self.decoder_a = build_decoder(config, "decoder_a")
         self.decoder_b = build_decoder(config, "decoder_b")
-        self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
+        self.loss_weights = losses.reconstruction_weights(config, self.output_size, template)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.built = True  # all weights exist: the networks are built Functional models
@@ -89,15 +98,17 @@ class Autoencoder(SwapMethod):
         decoder = self.decoder_b if direction == "a2b" else self.decoder_a
         return decoder(self.encoder(face))
 
+    def side_loss(self, warped, target, decoder):
+        """(total, l1) of one identity's batch: `warped` through the encoder and `decoder`,
+        against `target` (output side) on the loss weights. The pair's step and pretraining
+        both use it."""
+        rec = decoder(self.encoder(warped, training=True), training=True)
+        return reconstruction_loss(self.config, target, rec, self.loss_weights)
+
     def train_step(self, data):
-        cfg = self.config
         with tf.GradientTape() as tape:
-            code_a = self.encoder(data["warped_a"], training=True)
-            code_b = self.encoder(data["warped_b"], training=True)
-            rec_a = self.decoder_a(code_a, training=True)
-            rec_b = self.decoder_b(code_b, training=True)
-            loss_a, l1_a = reconstruction_loss(cfg, data["target_a"], rec_a, self.loss_weights)
-            loss_b, l1_b = reconstruction_loss(cfg, data["target_b"], rec_b, self.loss_weights)
+            loss_a, l1_a = self.side_loss(data["warped_a"], data["target_a"], self.decoder_a)
+            loss_b, l1_b = self.side_loss(data["warped_b"], data["target_b"], self.decoder_b)
             loss = loss_a + loss_b
             scaled = loss * self.replica_scale()
         self.apply_loss("ae", tape, scaled)

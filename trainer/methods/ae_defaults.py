@@ -17,10 +17,10 @@ class AEConfig(ConvAutoencoderConfig):
 
 PRESETS = {
     "tiny": Preset(AEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
-                            decoder_filters=(16, 8), learning_rate=1e-3), TINY_TRAIN, TINY_AUGMENT),
+                            decoder_filters=(16, 8), learning_rate=1e-3, upscale=2), TINY_TRAIN, TINY_AUGMENT),
     # 2e-4: with the eyes-and-mouth weight and no warp, a higher rate can make a long run on real
     # faces collapse.
-    "cpu": Preset(AEConfig(learning_rate=2e-4), CPU_TRAIN, CPU_AUGMENT, precision="auto"),
+    "cpu": Preset(AEConfig(learning_rate=2e-4, upscale=2), CPU_TRAIN, CPU_AUGMENT, precision="auto"),
     "gpu": Preset(AEConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
                            bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
                            learning_rate=5e-5, dtype_policy="mixed_bfloat16"), GPU_TRAIN, GPU_AUGMENT),
@@ -28,6 +28,6 @@ PRESETS = {
     # the parameters, so nearly twice the steps in its few minutes) and a higher learning rate,
     # which learns the mouth within them. That rate can collapse on some face sets, so the demo
     # trains with --retries.
-    "demo": Preset(AEConfig(bottleneck_filters=128, decoder_filters=(64, 32, 16), learning_rate=5e-4),
+    "demo": Preset(AEConfig(bottleneck_filters=128, decoder_filters=(64, 32, 16), learning_rate=5e-4, upscale=2),
                    CPU_TRAIN, CPU_AUGMENT, precision="auto"),
 }

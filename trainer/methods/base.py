@@ -5,8 +5,11 @@ A method owns its networks (built by plain functions in its module), named optim
 `inference_model(direction)`: the Functional graph that the exporter converts to ONNX.
 
 Batches are dicts of float32 BGR images in 0..1:
-    warped_a, target_a, warped_b, target_b   (N, S, S, 3)
+    warped_a, warped_b   (N, S, S, 3)     the network's input (S = config.size)
+    target_a, target_b   (N, S', S', 3)   the same faces unwarped, S' = S * upscale (io_sizes)
 (`warped_*` is the augmented input, `target_*` the same face unwarped; see trainer/data.py).
+On aligned faces the method is given the face sets' AlignTemplate: its loss covers the
+template's face region (trainer.losses.reconstruction_weights).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import tensorflow as tf
 from swapstream.faces.errors import InputError
 from swapstream.faces.model_folder import DIRECTIONS
 from swapstream.trainer.blocks import count_params
+from swapstream.trainer.methods.configs import io_sizes
 
 
 class SwapMethod(keras.Model):
@@ -30,10 +34,12 @@ class SwapMethod(keras.Model):
     # reconstruction; the cycle reconstruction for CycleGAN).
     progress_metric: ClassVar[str] = "l1"
 
-    def __init__(self, config, seed: int = 0) -> None:
+    def __init__(self, config, seed: int = 0, template=None) -> None:
         config.validate()
         super().__init__(name=self.method_name.replace("-", "_"))
         self.config = config
+        self.template = template  # faces.align.AlignTemplate of the training faces, or None
+        self.input_size, self.output_size = io_sizes(config)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     # ----- networks -------------------------------------------------------------------
@@ -46,7 +52,8 @@ class SwapMethod(keras.Model):
         raise NotImplementedError
 
     def inference_model(self, direction: str) -> keras.Model:
-        """Functional model: input "face" float32 (None,S,S,3) BGR 0..1 -> (None,S,S,3) 0..1."""
+        """Functional model: input "face" float32 (None,S,S,3) BGR 0..1 -> (None,S',S',3) 0..1,
+        S' = S * upscale (trainer.methods.configs.io_sizes)."""
         if direction not in DIRECTIONS:
             raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
         s = self.config.size

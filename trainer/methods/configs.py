@@ -38,6 +38,22 @@ def check_size_multiple(size: int, downsamples: int, method: str, minimum: int |
         )
 
 
+UPSCALES = (1, 2)
+
+
+def check_upscale(config) -> None:
+    """Raise InputError unless the config's `upscale` is 1 or 2."""
+    if getattr(config, "upscale", 1) not in UPSCALES:
+        raise InputError(f"upscale must be one of {', '.join(map(str, UPSCALES))}, got {config.upscale!r}")
+
+
+def io_sizes(config) -> tuple[int, int]:
+    """(input side, output side) of a method config's inference model: the output is
+    `upscale` times the input where the config has that field, the input's side otherwise."""
+    size = int(config.size)
+    return size, size * int(getattr(config, "upscale", 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """What every autoencoder method learns with: the reconstruction loss, the optimizer, the
@@ -45,8 +61,13 @@ class TrainingConfig:
 
     l1_weight: float = 1.0
     dssim_weight: float = 1.0
+    # On faces without an alignment template: loss weight on a central ellipse (1 at the border).
     face_weight: float = 3.0
     expression_weight: float = 10.0  # extra loss weight on the eyes and the mouth (1 = none)
+    # On aligned faces the loss covers the template's face region (faces/regions.py) with weight 1
+    # and the rest of the crop with this weight: 0 spends no capacity on hair and background,
+    # which the blend mask never pastes anyway.
+    background_weight: float = 0.0
     learning_rate: float = 2e-4
     beta_1: float = 0.5
     dtype_policy: str = "float32"
@@ -57,7 +78,9 @@ class TrainingConfig:
 class ConvAutoencoderConfig(TrainingConfig):
     """Strided 5x5 convolutions down to a dense code, pixel-shuffle upscales back up (`ae`,
     `conv-vae`, `vae-gan`). The encoder halves the image len(encoder_filters) times; the
-    decoder starts with one upscale of the bottleneck, so it takes one filter entry fewer."""
+    decoder starts with one upscale of the bottleneck, so it takes one filter entry fewer.
+    `upscale` 2 ends the decoder in a pixel-shuffle head (its last convolution emits 4x the
+    channels, then depth-to-space): the face comes out at 2 * size for about the cost of size."""
 
     method: ClassVar[str] = ""
     size: int = 64
@@ -65,10 +88,13 @@ class ConvAutoencoderConfig(TrainingConfig):
     latent_dim: int = 256
     bottleneck_filters: int = 256
     decoder_filters: tuple[int, ...] = (128, 64, 32)
+    upscale: int = 1  # output side / input side: 1, or 2 with the pixel-shuffle head
 
     def validate(self) -> None:
         check_positive(self, ("size", "encoder_filters", "latent_dim", "bottleneck_filters",
                               "decoder_filters", "learning_rate"))
+        check_non_negative(self, ("background_weight",))
+        check_upscale(self)
         check_size_multiple(self.size, len(self.encoder_filters), self.method)
         if len(self.decoder_filters) != len(self.encoder_filters) - 1:
             raise InputError("decoder_filters needs one entry fewer than encoder_filters "

@@ -2,14 +2,16 @@
 
 Same training as the dense `vae` (shared encoder giving mu and log-variance, one decoder per
 identity, reconstruction + beta * KL, swap through mu), with convolutional networks: strided 5x5
-convolutions down to a dense code, and pixel-shuffle upscales back up in each decoder.
+convolutions down to a dense code, and pixel-shuffle upscales back up in each decoder (with
+`upscale` 2 a pixel-shuffle head paints the face at twice the input's side, as in `ae`).
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
 
-from swapstream.trainer.blocks import conv_down, to_image, upscale
+from swapstream.trainer.blocks import conv_down, upscale
+from swapstream.trainer.methods.ae import output_head
 from swapstream.trainer.methods.vae import VariationalAutoencoder
 
 
@@ -26,7 +28,8 @@ def build_conv_encoder(cfg) -> keras.Model:
 
 
 def build_conv_decoder(cfg, name: str) -> keras.Model:
-    """Code (latent_dim,) -> face (S,S,3) in 0..1 (dense to a small map, then upscales)."""
+    """Code (latent_dim,) -> face (S',S',3) in 0..1, S' = size * upscale (dense to a small map,
+    then upscales)."""
     s = cfg.size // 2 ** len(cfg.encoder_filters)
     z = keras.Input((cfg.latent_dim,), name="z")
     x = layers.Dense(s * s * cfg.bottleneck_filters, dtype=cfg.dtype_policy)(z)
@@ -34,7 +37,7 @@ def build_conv_decoder(cfg, name: str) -> keras.Model:
     x = upscale(x, cfg.bottleneck_filters, cfg.dtype_policy)
     for f in cfg.decoder_filters:
         x = upscale(x, f, cfg.dtype_policy)
-    return keras.Model(z, to_image(x, cfg.dtype_policy), name=name)
+    return keras.Model(z, output_head(x, cfg), name=name)
 
 
 class ConvVariationalAutoencoder(VariationalAutoencoder):

@@ -18,8 +18,9 @@ class ConvVAEConfig(ConvAutoencoderConfig):
 
 PRESETS = {
     "tiny": Preset(ConvVAEConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
-                                 decoder_filters=(16, 8), learning_rate=1e-3), TINY_TRAIN, TINY_AUGMENT),
-    "cpu": Preset(ConvVAEConfig(learning_rate=5e-4), CPU_TRAIN, CPU_AUGMENT, precision="auto"),
+                                 decoder_filters=(16, 8), learning_rate=1e-3, upscale=2), TINY_TRAIN,
+                   TINY_AUGMENT),
+    "cpu": Preset(ConvVAEConfig(learning_rate=5e-4, upscale=2), CPU_TRAIN, CPU_AUGMENT, precision="auto"),
     "gpu": Preset(ConvVAEConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
                                 bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
                                 learning_rate=5e-5, dtype_policy="mixed_bfloat16"), GPU_TRAIN, GPU_AUGMENT),

@@ -5,7 +5,9 @@ residual blocks, two upsamples (nearest + 3x3 conv), c7s1-3 tanh) with instance 
 (GroupNormalization with one group per channel). Discriminators are PatchGANs. Losses: LSGAN,
 cycle consistency (lambda = cycle_weight, 10) and identity (identity_weight * lambda, 0.5 * 10).
 Networks take and give images in 0..1 and rescale to -1..1 inside, so the exported generator
-needs no wrapper; L1 terms are measured on the -1..1 scale of the paper. Swap = G_AB(face_A).
+needs no wrapper; L1 terms are measured on the -1..1 scale of the paper, on aligned faces over
+the template's face region only (the discriminators still see the whole crop). Image-to-image:
+the output has the input's side. Swap = G_AB(face_A).
 """
 from __future__ import annotations
 
@@ -65,8 +67,10 @@ class CycleGAN(SwapMethod):
     optimizer_names = ("generator", "discriminator")
     progress_metric = "l1"  # the cycle reconstruction's L1 (0..1 scale)
 
-    def __init__(self, config: CycleGANConfig, seed: int = 0) -> None:
-        super().__init__(config, seed)
+    def __init__(self, config: CycleGANConfig, seed: int = 0, template=None) -> None:
+        super().__init__(config, seed, template)
+        # Uniform without a template; the face region (weight 1, background 0) with one.
+        self.loss_weights = losses.reconstruction_weights(config, self.output_size, template)
         self.gen_ab = build_generator(config, "gen_ab")
         self.gen_ba = build_generator(config, "gen_ba")
         self.disc_a = build_patchgan(config, "disc_a")
@@ -100,7 +104,7 @@ class CycleGAN(SwapMethod):
         real_a, real_b = data["target_a"], data["target_b"]
 
         def l1(x, y):  # on the paper's -1..1 scale
-            return 2.0 * tf.reduce_mean(tf.abs(tf.cast(x, tf.float32) - y))
+            return 2.0 * losses.weighted_l1(y, tf.cast(x, tf.float32), self.loss_weights)
 
         with tf.GradientTape(persistent=True) as tape:
             fake_b = self.gen_ab(real_a, training=True)

@@ -78,10 +78,10 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
     method_name = "vae"
     optimizer_names = ("vae",)
 
-    def __init__(self, config, seed: int = 0) -> None:
-        super().__init__(config, seed)
+    def __init__(self, config, seed: int = 0, template=None) -> None:
+        super().__init__(config, seed, template)
         self.encoder, self.decoder_a, self.decoder_b = self.build_networks(config)
-        self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
+        self.loss_weights = losses.reconstruction_weights(config, self.output_size, template)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.kl_tracker = keras.metrics.Mean(name="kl")
@@ -106,7 +106,7 @@ class VariationalAutoencoder(MeanCodeSwap, SwapMethod):
 
     def train_step(self, data):
         cfg = self.config
-        pixels = float(cfg.size * cfg.size * 3)
+        pixels = float(self.output_size * self.output_size * 3)
         with tf.GradientTape() as tape:
             total, l1s, kls = 0.0, [], []
             for side, decoder in (("a", self.decoder_a), ("b", self.decoder_b)):

@@ -22,14 +22,16 @@ from swapstream.trainer import losses
 from swapstream.trainer.blocks import conv_down
 from swapstream.trainer.methods.ae import reconstruction_loss
 from swapstream.trainer.methods.base import SwapMethod
+from swapstream.trainer.methods.configs import io_sizes
 from swapstream.trainer.methods.conv_vae import build_conv_decoder, build_conv_encoder
 from swapstream.trainer.methods.vae import MeanCodeSwap
 from swapstream.trainer.methods.vae_gan_defaults import VAEGANConfig
 
 
 def build_discriminator(cfg: VAEGANConfig, name: str) -> keras.Model:
-    """Face (S,S,3) -> (features at `feature_layer`, real/fake logit)."""
-    face = keras.Input((cfg.size, cfg.size, 3), name="face")
+    """Face (S',S',3) at the decoders' output side -> (features at `feature_layer`, real/fake logit)."""
+    side = io_sizes(cfg)[1]
+    face = keras.Input((side, side, 3), name="face")
     x = face
     features = None
     for i, f in enumerate(cfg.disc_filters, start=1):
@@ -48,14 +50,14 @@ class VAEGAN(MeanCodeSwap, SwapMethod):
     method_name = "vae-gan"
     optimizer_names = ("encoder", "decoder", "discriminator")
 
-    def __init__(self, config: VAEGANConfig, seed: int = 0) -> None:
-        super().__init__(config, seed)
+    def __init__(self, config: VAEGANConfig, seed: int = 0, template=None) -> None:
+        super().__init__(config, seed, template)
         self.encoder = build_conv_encoder(config)
         self.decoder_a = build_conv_decoder(config, "decoder_a")
         self.decoder_b = build_conv_decoder(config, "decoder_b")
         self.disc_a = build_discriminator(config, "disc_a")
         self.disc_b = build_discriminator(config, "disc_b")
-        self.loss_weights = losses.face_weight_map(config.size, config.face_weight, config.expression_weight)
+        self.loss_weights = losses.reconstruction_weights(config, self.output_size, template)
         names = ("enc_loss", "dec_loss", "disc_loss", "feature", "kl", "l1")
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.built = True
@@ -86,7 +88,7 @@ class VAEGAN(MeanCodeSwap, SwapMethod):
         feat_real, logit_real = disc(target, training=True)
         feat_rec, logit_rec = disc(rec, training=True)
         feature = tf.reduce_mean(tf.square(tf.stop_gradient(feat_real) - feat_rec))
-        kl = losses.kl_divergence(mu, logvar) / float(cfg.size * cfg.size * 3)
+        kl = losses.kl_divergence(mu, logvar) / float(self.output_size * self.output_size * 3)
         pixel, l1 = reconstruction_loss(cfg, target, rec, self.loss_weights)
         disc_loss = losses.bce_gan_loss(logit_real, True)
         adversarial = losses.bce_gan_loss(logit_rec, True)

@@ -27,8 +27,8 @@ class VAEGANConfig(ConvAutoencoderConfig):
     def validate(self) -> None:
         super().validate()
         check_positive(self, ("disc_filters", "feature_layer", "disc_learning_rate"))
-        # The discriminators halve the image too.
-        check_size_multiple(self.size, len(self.disc_filters), self.method)
+        # The discriminators halve the decoders' output too.
+        check_size_multiple(self.size * self.upscale, len(self.disc_filters), self.method)
         if self.feature_layer > len(self.disc_filters):
             raise InputError(f"feature_layer {self.feature_layer} > {len(self.disc_filters)} "
                              "discriminator layers")
@@ -37,10 +37,10 @@ class VAEGANConfig(ConvAutoencoderConfig):
 PRESETS = {
     "tiny": Preset(VAEGANConfig(size=32, encoder_filters=(8, 16, 32), latent_dim=32, bottleneck_filters=32,
                                 decoder_filters=(16, 8), disc_filters=(8, 16, 32), feature_layer=2,
-                                learning_rate=1e-3, disc_learning_rate=5e-4), TINY_TRAIN, TINY_AUGMENT),
+                                learning_rate=1e-3, disc_learning_rate=5e-4, upscale=2), TINY_TRAIN, TINY_AUGMENT),
     # Without prior samples a step costs half the decoder passes: the swap only ever decodes
     # encoded faces, and on a CPU the saved time buys more steps.
-    "cpu": Preset(VAEGANConfig(learning_rate=5e-4, disc_learning_rate=2e-4, prior_samples=False),
+    "cpu": Preset(VAEGANConfig(learning_rate=5e-4, disc_learning_rate=2e-4, prior_samples=False, upscale=2),
                   CPU_TRAIN, CPU_AUGMENT, precision="auto"),
     "gpu": Preset(VAEGANConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
                                bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
