@@ -7,7 +7,8 @@ midpoint of the eyes (x across, y down), from mean proportions of frontal faces:
 
     face:   forehead ~1.15 d above the eye line, chin ~1.8 d below, cheeks ~1.05 d to each side
     eyes:   centred at (+-0.5 d, 0), brows included (the ellipse reaches ~0.4 d up)
-    mouth:  centred ~1.2 d below the eye line, ~0.45 d to each side
+    mouth:  centred ~1.1 d below the eye line (real mouths sit at 1.1-1.2 d, synthetic ones at
+            ~0.9 d), ~0.5 d to each side and ~0.36 d up and down (room for an open mouth)
 
     face_mask(template, 128)              # float32 128x128 in 0..1: training loss region
     expression_mask(template, 128)        # eyes + mouth, soft-edged: extra loss weight
@@ -29,7 +30,7 @@ from swapstream.faces.align import AlignTemplate
 # (centre x, centre y, semi-axis x, semi-axis y) in eye distances from the eyes' midpoint.
 FACE_ELLIPSE = (0.0, 0.33, 1.05, 1.48)
 EYE_ELLIPSES = ((0.5, -0.06, 0.33, 0.30), (-0.5, -0.06, 0.33, 0.30))
-MOUTH_ELLIPSE = (0.0, 1.2, 0.47, 0.28)
+MOUTH_ELLIPSE = (0.0, 1.12, 0.5, 0.36)
 # Width of a mask's soft edge, in eye distances (the loss masks' own edge; blend_mask's feather
 # comes on top of it).
 EDGE = 0.12
