@@ -26,7 +26,10 @@ def test_masks_sit_on_the_template_features():
         assert 0.0 <= face.min() and face.max() <= 1.0
         assert min(_at(face, t, [*eyes, nose, mouth])) == 1.0
         assert min(_at(expr, t, [*eyes, mouth])) == 1.0
-        assert _at(expr, t, [nose])[0] < 0.05  # between eyes and mouth: no extra weight
+        bridge = (eyes[0] + eyes[1]) / 2 + np.array([0.0, 0.4 * d])  # the nose between the eyes and the mouth
+        cheeks = [nose + np.array([0.8 * d, 0.0]), nose - np.array([0.8 * d, 0.0])]
+        assert max(_at(expr, t, [bridge, *cheeks])) < 0.05  # no extra weight there
+        assert min(_at(face, t, [bridge, *cheeks])) == 1.0
         # Corners are background; the face covers a plausible share of the crop.
         assert face[0, 0] == face[-1, -1] == 0.0
         assert 0.25 < face.mean() < 0.6
@@ -41,8 +44,9 @@ def test_layout_scales_with_the_mask_side():
     down = big.reshape(64, 2, 64, 2).mean(axis=(1, 3))
     assert np.abs(down - small).mean() < 0.01
     # A tighter template moves the features: the face fills more of the crop.
+    loose = AlignTemplate(size=160, eye_distance=0.25, eye_line=0.42)
     tight = AlignTemplate(size=160, eye_distance=0.33, eye_line=0.40)
-    assert regions.face_mask(tight, 64).mean() > small.mean() + 0.1
+    assert regions.face_mask(tight, 64).mean() > regions.face_mask(loose, 64).mean() + 0.2
 
 
 def test_blend_mask_stays_inside_the_face_and_fades_to_zero_at_the_border():
