@@ -238,16 +238,29 @@ def _warp(frame: np.ndarray, alignment: Alignment) -> np.ndarray:
     return cv2.warpAffine(region, mr, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def mask_support(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the smallest rectangle of crop pixels holding every nonzero of `mask`."""
+    ys, xs = np.nonzero(np.asarray(mask) > 0)
+    if not len(xs):
+        return (0, 0, 0, 0)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
 def warp_to_frame(face: np.ndarray, alignment: Alignment, frame_shape: tuple[int, ...],
-                  mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+                  mask: np.ndarray | None = None, support: tuple[int, int, int, int] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, int, int] | None:
     """The aligned `face` (and its `mask`, size x size float 0..1; None = the whole square) warped
-    back into frame pixels over the crop square's footprint only: (patch, alpha, x0, y0) with the
+    back into frame pixels over the footprint of the crop square, or of `support` (x0, y0, x1, y1
+    in crop pixels: where the mask is nonzero, `mask_support`): (patch, alpha, x0, y0) with the
     footprint's top-left corner at (x0, y0), or None when the footprint lies outside the frame."""
     size = alignment.size
     if face.shape[:2] != (size, size):
         raise ValueError(f"face is {face.shape[:2]}, the alignment expects {size}x{size}")
     inv = alignment.inverse()
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    sx0, sy0, sx1, sy1 = (0, 0, size, size) if support is None else support
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64) @ inv[:, :2].T + inv[:, 2]
     h, w = frame_shape[:2]
     x0, y0 = int(max(math.floor(corners[:, 0].min()), 0)), int(max(math.floor(corners[:, 1].min()), 0))
     x1, y1 = int(min(math.ceil(corners[:, 0].max()) + 1, w)), int(min(math.ceil(corners[:, 1].max()) + 1, h))
@@ -266,15 +279,17 @@ def warp_to_frame(face: np.ndarray, alignment: Alignment, frame_shape: tuple[int
 
 
 def paste_aligned(frame: np.ndarray, face: np.ndarray, alignment: Alignment,
-                  mask: np.ndarray | None = None, inplace: bool = False) -> np.ndarray:
+                  mask: np.ndarray | None = None, inplace: bool = False,
+                  support: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Put the aligned `face` back into a copy of `frame` (or `frame` itself, `inplace`) through
     the inverse warp.
 
     `mask` (size x size float 0..1, in crop space) alpha-blends; without one the whole crop
-    square replaces the frame's pixels under it. Only the square's footprint is warped.
+    square replaces the frame's pixels under it. Only the footprint of the square (or of
+    `support`, the mask's nonzero rectangle: `mask_support`) is warped.
     """
     out = frame if inplace else frame.copy()
-    warped = warp_to_frame(face, alignment, frame.shape, mask)
+    warped = warp_to_frame(face, alignment, frame.shape, mask, support)
     if warped is None:
         return out
     patch, alpha, x0, y0 = warped

@@ -18,6 +18,13 @@ class _Track:
     missed: int = 0
     id: int = 0
     points: "OneEuroPoints | None" = None  # the track's landmark filter, made on first use
+    # Landmark following: where to look next frame (set by follow_landmarks, valid for one frame),
+    # whether this frame's box came from such a hint, and the box's place relative to the eyes as
+    # measured on the last frame whose box came from Haar (centre x, y, width, height in eye distances).
+    hint: np.ndarray | None = None
+    hinted: bool = False
+    hits: int = 1  # Haar detections matched to this track (it is followed only once confirmed: 2)
+    relation: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,8 @@ class FaceTracker:
         self._frames = 0
         self._shape: tuple[int, int] | None = None
         self.full_detections = 0
+        self.roi_detections = 0
+        self.followed = 0  # frames whose boxes all came from the faces' landmarks (no Haar search)
         self.landmark_filter = landmark_filter
         self._ids = itertools.count(1)
 
@@ -130,6 +139,29 @@ class FaceTracker:
                 return track.points(points, scale)
         return np.asarray(points, np.float64)
 
+    def follow_landmarks(self, track_id: int, points: np.ndarray) -> None:
+        """Tell the tracker where the face on `track_id` is this frame (its five landmarks, dlib's
+        order): the next frame looks for it in a box placed on these points as the last Haar box
+        sat on that frame's points. A frame between full detections whose every track was followed
+        skips the Haar search around the faces (the landmark model, run in that box, finds the face;
+        a face it loses is not followed, and the next frame searches again)."""
+        track = next((t for t in self._tracks if t.id == track_id), None)
+        if track is None:
+            return
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        if len(p) != 5 or not np.all(np.isfinite(p)):
+            return
+        eyes = (p[0:2].mean(0) + p[2:4].mean(0)) / 2.0
+        ed = float(np.linalg.norm(p[0:2].mean(0) - p[2:4].mean(0)))
+        if ed < 1.0:
+            return
+        if not track.hinted or track.relation is None:
+            x, y, w, h = track.box
+            track.relation = ((x + w / 2 - eyes[0]) / ed, (y + h / 2 - eyes[1]) / ed, w / ed, h / ed)
+        rx, ry, rw, rh = track.relation
+        w, h = rw * ed, rh * ed
+        track.hint = np.array([eyes[0] + rx * ed - w / 2, eyes[1] + ry * ed - h / 2, w, h])
+
     def update_faces(self, frame: np.ndarray) -> list[TrackedFace]:
         """As `update`, with each box's track id (for per-track state such as landmark smoothing)."""
         if frame.shape[:2] != self._shape:
@@ -137,14 +169,28 @@ class FaceTracker:
             self._shape = frame.shape[:2]
         full = not self._tracks or self._frames % self.redetect_every == 0
         self._frames += 1
+        hints = [t.hint for t in self._tracks]
+        for t in self._tracks:
+            t.hint, t.hinted = None, False
         found: list[Box] = []
-        if not full:
-            found = self.roi_detector.detect(frame, roi=self._roi(frame.shape))
-        if not found:
-            # Whole-frame search: scheduled, nothing tracked, or the faces left the region.
-            found = self.detector.detect(frame)
-            self.full_detections += 1
-        self._match(found[: self.max_faces])
+        # Only confirmed tracks are followed: a one-off false detection (hair, a shoulder) on which
+        # the landmark model still places five points must meet the Haar search again and end.
+        if not full and all(h is not None and t.hits >= 2 for t, h in zip(self._tracks, hints)):
+            for t, h in zip(self._tracks, hints):
+                # `missed` is left as it was: a track the Haar search does not confirm at two full
+                # detections in a row ends, followed or not (no false detection lives on forever).
+                t.box = self.smoothing * t.box + (1.0 - self.smoothing) * h
+                t.hinted = True
+            self.followed += 1
+        else:
+            if not full:
+                found = self.roi_detector.detect(frame, roi=self._roi(frame.shape))
+                self.roi_detections += 1
+            if not found:
+                # Whole-frame search: scheduled, nothing tracked, or the faces left the region.
+                found = self.detector.detect(frame)
+                self.full_detections += 1
+            self._match(found[: self.max_faces])
         faces = [TrackedFace(Box(*(int(round(v)) for v in t.box)), t.id) for t in self._tracks]
         return sorted(faces, key=lambda f: f.box.area, reverse=True)[: self.max_faces]
 
@@ -178,6 +224,7 @@ class FaceTracker:
             track = self._tracks[best]
             track.box = self.smoothing * track.box + (1.0 - self.smoothing) * new
             track.missed = 0
+            track.hits += 1
             fresh.append(track)
         for i in unmatched:
             track = self._tracks[i]

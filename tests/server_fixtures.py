@@ -134,14 +134,14 @@ def jpeg_header_bomb(width: int = 65535, height: int = 65535) -> bytes:
 def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
                             encoder_filters: tuple[int, ...] = (32, 64, 128, 256), latent_dim: int = 256,
                             bottleneck_filters: int = 256, decoder_filters: tuple[int, ...] = (128, 64, 32),
-                            seed: int = 0, head_filters: int = 0, template: AlignTemplate | None = None) -> str:
+                            seed: int = 0, upscale: int = 1, template: AlignTemplate | None = None) -> str:
     """An ONNX graph with the layout and cost of trainer's `ae` swap path (defaults: its cpu
     preset), random weights: 5x5 stride-2 convs + LeakyReLU, dense latent, dense to a code map,
     pixel-shuffle upscales (3x3 conv + LeakyReLU + DepthToSpace), 5x5 conv to RGB, sigmoid.
 
-    `head_filters` > 0 adds a pixel-shuffle 2x head (3x3 conv to 4 x head_filters, DepthToSpace)
-    before the RGB conv, so the output side is 2 x size, and with `template` the manifest says the
-    model is aligned (align_template, input_size, output_size).
+    `upscale` 2 is the trainer's pixel-shuffle head (the 5x5 RGB conv emits 3 x 4 channels, then
+    DepthToSpace): the output side is 2 x size. With `template` the manifest says the model is
+    aligned (align_template, input_size, output_size).
     Stands in for an exported model when measuring serving speed; its faces are noise.
     """
     import onnx
@@ -166,7 +166,7 @@ def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
         nodes.append(helper.make_node("LeakyRelu", [name + "_y"], [name + "_a"], alpha=0.1))
         return name + "_a"
 
-    def upscale(x, name, c_in, filters):
+    def shuffle_up(x, name, c_in, filters):
         y = conv(x, name, c_in, filters * 4, 3, 1)
         nodes.append(helper.make_node("DepthToSpace", [y], [name + "_up"], blocksize=2, mode="CRD"))
         return name + "_up"
@@ -183,13 +183,14 @@ def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
     nodes.append(helper.make_node("Gemm", ["z", "code", "code_b"], ["code_flat"]))
     inits.append(numpy_helper.from_array(np.array([-1, bottleneck_filters, s, s], np.int64), "code_shape"))
     nodes.append(helper.make_node("Reshape", ["code_flat", "code_shape"], ["code_map"]))
-    x, c = upscale("code_map", "bott", bottleneck_filters, bottleneck_filters), bottleneck_filters
+    x, c = shuffle_up("code_map", "bott", bottleneck_filters, bottleneck_filters), bottleneck_filters
     for i, f in enumerate(decoder_filters):
-        x, c = upscale(x, f"dec{i}", c, f), f
-    out = size
-    if head_filters:
-        x, c, out = upscale(x, "head", c, head_filters), head_filters, 2 * size
-    y = conv(x, "rgb", c, 3, 5, 1, act=False)
+        x, c = shuffle_up(x, f"dec{i}", c, f), f
+    out = size * upscale
+    y = conv(x, "rgb", c, 3 * upscale * upscale, 5, 1, act=False)
+    if upscale > 1:
+        nodes.append(helper.make_node("DepthToSpace", [y], ["rgb_up"], blocksize=upscale, mode="DCR"))
+        y = "rgb_up"
     nodes.append(helper.make_node("Sigmoid", [y], ["rgb_s"]))
     nodes.append(helper.make_node("Transpose", ["rgb_s"], ["swapped"], perm=[0, 2, 3, 1]))
     graph = helper.make_graph(
@@ -202,6 +203,6 @@ def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
     os.makedirs(model_dir, exist_ok=True)
     onnx.save(model, os.path.join(model_dir, "model.onnx"))
     write_manifest(model_dir, new_manifest(model_dir, method="ae", direction="a2b", crop_size=size,
-                                           crop_margin=margin, output_size=out if head_filters else None,
+                                           crop_margin=margin, output_size=out if upscale > 1 else None,
                                            align_template=template))
     return model_dir

@@ -241,3 +241,75 @@ def test_stream_cli_keep_mouth_flag(models_dir, frames, tmp_path):
     kept = np.abs(outs[True][1].astype(int) - decoded[1]).max(2)[mouth].mean()
     swapped = np.abs(outs[False][1].astype(int) - decoded[1]).max(2)[mouth].mean()
     assert kept < 12 and swapped > 40, (kept, swapped)
+
+
+def test_colour_match_equals_reinhard_inside_the_face_region():
+    """The server's masked-statistics colour transfer gives what faces/color.py gives on the same
+    region, with the output face at twice the input crop's side."""
+    from swapstream.faces.color import reinhard_transfer
+    from swapstream.faces.regions import face_mask
+    from swapstream.server.pipeline import ColourMatch
+
+    t = AlignTemplate()
+    rng = np.random.default_rng(3)
+    source = cv2.GaussianBlur(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), (5, 5), 2)
+    face = np.clip(cv2.resize(source, (128, 128)).astype(int) * 0.6 + [40, 10, -20], 0, 255).astype(np.uint8)
+    got = ColourMatch(t, 64, 128)(face, source).astype(int)
+    want = reinhard_transfer(face, cv2.resize(source, (128, 128)), face_mask(t, 128)).astype(int)
+    assert np.abs(got - want).mean() < 1.5
+    region = face_mask(t, 128) > 0.5
+    src_mean = source[face_mask(t, 64) > 0.5].mean(0)
+    assert np.abs(got[region].mean(0) - src_mean).max() < 2.0  # the face region's colour is the source's
+    assert np.abs(face[region].mean(0) - src_mean).max() > 10
+
+
+def test_tracker_follows_confirmed_faces_by_their_landmarks(registry):
+    """Between full detections an aligned stream looks for each confirmed face where its landmarks
+    were (no Haar search); the boxes stay on the face as it moves."""
+    from swapstream.faces.detect import HaarDetector
+
+    images = face_frames(20, size=256, seed=4)
+    pipeline = SwapPipeline(registry.get("aligned"), PipelineConfig())
+    settings = StreamSettings.resolve(pipeline.config, None)
+    tracker = pipeline.new_tracker(settings)
+    haar = HaarDetector()
+    errors = []
+    for i, image in enumerate(images):
+        msg = swap_pb2.Frame(index=i, encoding=swap_pb2.PNG, data=cv2.imencode(".png", image)[1].tobytes())
+        job = pipeline.prepare(msg, tracker, 0.0, settings)
+        job.future.result()
+        assert len(job.boxes) == 1, i
+        truth = haar.detect(image)[0]
+        b = job.boxes[0]
+        errors.append(np.hypot(b.x + b.w / 2 - truth.x - truth.w / 2, b.y + b.h / 2 - truth.y - truth.h / 2) / truth.w)
+    assert tracker.full_detections == 4 and tracker.followed >= 12  # frames 0, 5, 10, 15 searched whole
+    assert max(errors) < 0.1, max(errors)
+
+
+def test_an_unconfirmed_track_is_not_followed():
+    from swapstream.faces.detect import Box
+    from swapstream.server.tracking import FaceTracker
+
+    class Scripted:
+        """Detector stand-in returning a fixed list of boxes per call (a real HaarDetector's interface)."""
+
+        def __init__(self, script):
+            self.script = list(script)
+
+        def detect(self, image, roi=None):
+            return self.script.pop(0) if self.script else []
+
+    face, ghost = Box(100, 100, 80, 80), Box(10, 10, 60, 60)
+    full = Scripted([[face, ghost], [face]])
+    roi = Scripted([[face], [face], [face], [face]])
+    tracker = FaceTracker(full, roi, redetect_every=5, smoothing=0.0, hold=0)
+    image = np.zeros((300, 300, 3), np.uint8)
+    pts = np.array([[150, 130], [130, 130], [110, 130], [90, 130], [120, 160]], np.float64)  # ~eyes of `face`
+    for frame in range(3):
+        faces = tracker.update_faces(image)
+        for f in faces:
+            tracker.follow_landmarks(f.track_id, pts if f.box == face else pts - 100)
+    # frame 0: full detection (face + ghost, both new); frame 1: the ghost is unconfirmed, so the
+    # region is searched (ghost not found, dropped: hold 0); frame 2: the face is confirmed: followed.
+    assert tracker.full_detections == 1 and tracker.roi_detections == 1 and tracker.followed == 1
+    assert [f.box for f in faces] == [face]
