@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -27,11 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from swapstream.faces.align import AlignTemplate
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.faces.faceset import load_faceset, resize_faces
 from swapstream.faces.files import write_json
+from swapstream.trainer.config import template_dict
 from swapstream.trainer.methods import config_class, get_preset
+from swapstream.trainer.methods.configs import io_sizes
 from swapstream.trainer.precision import CHOICES, resolve_precision
 from swapstream.trainer.preset import DEFAULT_PRESET, AugmentConfig, TrainConfig
 from swapstream.trainer.prior import PRETRAINABLE, plain_config, write_prior
@@ -155,36 +159,40 @@ def resumed_spec(req: PretrainRequest, work: str) -> PretrainSpec:
 
 @dataclass(frozen=True)
 class FacePool:
-    """Faces of every set, pooled, at the training size; where they came from."""
+    """Faces of every set, pooled, at the training target's side; where they came from."""
 
     faces: np.ndarray  # uint8 (N, S, S, 3) BGR
     per_set: tuple[int, ...]
+    template: AlignTemplate | None  # the sets' common alignment template (None: Haar squares)
     identities: tuple[int, ...]  # synthetic identity seeds found in the sets (empty for real faces)
     sources: tuple[str, ...]  # source video file names
 
 
 def load_pool(paths: tuple[str, ...], size: int) -> FacePool:
-    """Load and pool the face sets; InputError for a bad set, sets framed differently, or one given twice."""
+    """Load the face sets, each resized to `size`, and pool them; InputError for a bad set, sets
+    framed differently (the checks of a pair: trainer.data.check_framing), or one given twice."""
+    from swapstream.trainer.data import check_framing
+
     faces, counts, identities, sources = [], [], set(), set()
     first = None
-    seen: dict[str, str] = {}
+    seen: dict[bytes, str] = {}
     for path in paths:
         fs = load_faceset(path)
-        key = f"{fs.faces.shape}:{hash(fs.faces[: min(4, len(fs))].tobytes())}"
+        key = hashlib.sha256(fs.faces.tobytes()).digest()
         if key in seen:
             raise InputError(f"face sets {seen[key]} and {path} hold the same faces; give each once")
         seen[key] = path
         if first is None:
-            first = (path, fs.margin)
-        elif abs(fs.margin - first[1]) > 1e-6:
-            raise InputError(f"face sets were cut with different margins ({first[0]}: {first[1]}, "
-                             f"{path}: {fs.margin}); extract all with the same --margin")
+            first = (fs, path)
+        else:
+            check_framing(first[0], fs, first[1], path)
         faces.append(resize_faces(fs.faces, size))
         counts.append(len(fs))
         if "identity" in fs.extra:
             identities.update(int(i) for i in np.unique(fs.extra["identity"]))
         sources.update(os.path.basename(str(s)) for s in np.unique(fs.source))
-    return FacePool(np.concatenate(faces), tuple(counts), tuple(sorted(identities)), tuple(sorted(sources)))
+    return FacePool(np.concatenate(faces), tuple(counts), first[0].template, tuple(sorted(identities)),
+                    tuple(sorted(sources)))
 
 
 def pretrain_run(req: PretrainRequest) -> dict:
@@ -204,21 +212,22 @@ def pretrain_run(req: PretrainRequest) -> dict:
         spec = new_spec(req)
     spec.train.validate()
     spec.augment.validate()
-    pool = load_pool(spec.faces, spec.model.size)
-    if len(pool.faces) < 2 * PREVIEW_FACES:
-        raise InputError(f"the face sets hold {len(pool.faces)} faces; pretraining needs at least {2 * PREVIEW_FACES}")
 
     from swapstream.trainer.tf_quiet import import_tensorflow
 
-    tf = import_tensorflow()
+    tf = import_tensorflow()  # quietly, before the data module imports it
     tf.config.optimizer.set_experimental_options({"remapping": False})  # as `train` (see trainer/cli.py)
+    input_size, output_size = io_sizes(spec.model)
+    pool = load_pool(spec.faces, output_size)
+    if len(pool.faces) < 2 * PREVIEW_FACES:
+        raise InputError(f"the face sets hold {len(pool.faces)} faces; pretraining needs at least {2 * PREVIEW_FACES}")
 
     from swapstream.trainer import checkpoints
     from swapstream.trainer.data import make_dataset, preview_faces
     from swapstream.trainer.loop import SessionPlan, run_with_retries
     from swapstream.trainer.prior_model import PriorTrainer
 
-    trainer = PriorTrainer(spec.model, spec.method, seed=spec.train.seed)
+    trainer = PriorTrainer(spec.model, spec.method, seed=spec.train.seed, template=pool.template)
     trainer.compile(trainer.default_optimizers(), jit_compile=spec.model.jit_compile)
     if req.resume and checkpoints.latest_checkpoint(work) is not None:
         checkpoints.restore_checkpoint(trainer, work)
@@ -227,7 +236,7 @@ def pretrain_run(req: PretrainRequest) -> dict:
 
     def dataset_for(step: int, attempt: int):
         return make_dataset(pool.faces, pool.faces, spec.train.batch_size, spec.augment,
-                            seed=spec.train.seed * 1_000_003 + step + 7_919 * attempt)
+                            seed=spec.train.seed * 1_000_003 + step + 7_919 * attempt, input_size=input_size)
 
     previews = preview_faces(pool.faces, 2 * PREVIEW_FACES)
     plan = SessionPlan(run_dir=work, target_steps=spec.train.steps, minutes=spec.train.minutes,
@@ -241,6 +250,7 @@ def pretrain_run(req: PretrainRequest) -> dict:
             "images_per_second": round(result.images_per_second, 2), "batch_size": spec.train.batch_size,
             "faces": int(len(pool.faces)), "face_sets": [os.path.basename(p) for p in spec.faces],
             "faces_per_set": list(pool.per_set), "identities": list(pool.identities),
+            "align_template": template_dict(pool.template), "input_size": input_size, "output_size": output_size,
             "sources": list(pool.sources), "augment": dataclasses.asdict(spec.augment),
             "final_losses": result.final_losses, "seed": spec.train.seed,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -33,6 +33,8 @@ VERSION = 1
 # decoder can stand in for).
 PRETRAINABLE = ("ae",)
 PRIOR_NETWORKS = ("encoder", "decoder")
+# The priors shipped with the package (package data of swapstream.trainer).
+PRIORS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "priors")
 # Config fields that change how a network learns, not what it computes: a run may differ from
 # its prior in these (a pair can fine-tune at another learning rate or precision).
 TRAINING_ONLY = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
@@ -109,6 +111,19 @@ class Prior:
                              f"the preset it was pretrained with ({self.meta.get('preset')!r}, same --size and "
                              "--set), or pretrain a prior for this config")
 
+    def check_framing(self, template: dict | None) -> None:
+        """InputError unless the pair's faces are framed as the prior's were (`template`: the face
+        sets' alignment template as trainer.config.template_dict gives it, None for Haar squares).
+
+        Weights would fit either way, but a prior that learnt faces at one framing starts a pair
+        cut at another from the wrong place.
+        """
+        stored = self.meta.get("align_template")
+        if stored != template:
+            raise InputError(f"prior {self.path} was pretrained on faces framed {_framing(stored)}; the face sets "
+                             f"are framed {_framing(template)}: extract them as the prior's were, or pretrain on "
+                             "faces framed like them")
+
     def apply(self, method) -> dict[str, str]:
         """Copy the prior's weights into a built method: encoder to encoder, decoder to every decoder.
 
@@ -137,6 +152,19 @@ class Prior:
         keys = ("method", "preset", "steps", "faces", "identities", "face_sets")
         return {"path": os.path.abspath(self.path), "sha256": file_sha256(self.path),
                 **{k: self.meta[k] for k in keys if k in self.meta}}
+
+
+def _framing(template: dict | None) -> str:
+    if template is None:
+        return "as Haar squares (not aligned)"
+    return (f"aligned at {template['size']} px, eye distance {template['eye_distance']}, "
+            f"eye line {template['eye_line']}")
+
+
+def shipped_prior(name: str) -> str | None:
+    """Path of the prior `name` (e.g. "demo-ae.npz") shipped in trainer/priors/, or None if absent."""
+    path = os.path.join(PRIORS_DIR, name)
+    return path if os.path.isfile(path) else None
 
 
 def write_prior(path: str, method: str, preset: str, config, networks: dict[str, list[np.ndarray]],

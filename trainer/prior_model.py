@@ -11,7 +11,6 @@ import keras
 import tensorflow as tf
 
 from swapstream.trainer.methods import build_method
-from swapstream.trainer.methods.ae import reconstruction_loss
 from swapstream.trainer.methods.base import SwapMethod
 
 
@@ -26,13 +25,15 @@ class PriorTrainer(SwapMethod):
     method_name = "prior"
     optimizer_names = ("prior",)
 
-    def __init__(self, config, base_method: str = "ae", seed: int = 0) -> None:
-        super().__init__(config, seed)
-        base = build_method(base_method, config, seed=seed)
+    def __init__(self, config, base_method: str = "ae", seed: int = 0, template=None) -> None:
+        super().__init__(config, seed, template)
+        base = build_method(base_method, config, seed=seed, template=template)
         self.base_method = base_method
         self.encoder = base.encoder
         self.decoder = base.decoder_a
-        self.loss_weights = base.loss_weights
+        # The pair's own per-identity loss (a bound method: Keras does not track it, so the
+        # unused decoder_b stays out of this model's weights).
+        self._side_loss = base.side_loss
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.l1_tracker = keras.metrics.Mean(name="l1")
         self.built = True
@@ -58,9 +59,8 @@ class PriorTrainer(SwapMethod):
         warped = tf.concat([data["warped_a"], data["warped_b"]], axis=0)
         target = tf.concat([data["target_a"], data["target_b"]], axis=0)
         with tf.GradientTape() as tape:
-            rec = self.decoder(self.encoder(warped, training=True), training=True)
             # The pair's loss is a sum over its two identities: twice the per-identity mean.
-            loss, l1 = reconstruction_loss(self.config, target, rec, self.loss_weights)
+            loss, l1 = self._side_loss(warped, target, self.decoder)
             loss = 2.0 * loss
             scaled = loss * self.replica_scale()
         self.apply_loss("prior", tape, scaled)
