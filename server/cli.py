@@ -13,6 +13,7 @@ from swapstream.faces.errors import InputError
 from swapstream.server.pipeline import PipelineConfig
 from swapstream.server.registry import ModelRegistry
 from swapstream.server.service import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PUSHBACK_MS, SwapServer
+from swapstream.server.watermarking import KEY_ENV, read_watermark_key, watermark_markers
 
 PROG = "swapstream serve"
 TOKEN_ENV = "SWAPSTREAM_TOKEN"
@@ -74,6 +75,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--detect-side", type=int, default=PipelineConfig.detect_max_side,
                    help="Haar detection runs on the frame downscaled to this longest side")
     p.add_argument("--blend", choices=("alpha", "seamless"), default=PipelineConfig.blend)
+    mark = p.add_mutually_exclusive_group()
+    mark.add_argument("--no-watermark", action="store_true",
+                      help="do not mark the swapped faces (default: every swapped face carries an invisible "
+                           "watermark naming its model, read by `swapstream verify`)")
+    mark.add_argument("--watermark-key-file", metavar="FILE",
+                      help=f"the watermark key from FILE's first line (else ${KEY_ENV}, else the public key "
+                           "that `swapstream verify` also uses by default)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -117,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None and not os.path.isfile(path):
                 raise InputError(f"{path} does not exist")
         token = read_token(args)
+        markers = None
+        if not args.no_watermark:
+            key, key_source = read_watermark_key(args.watermark_key_file)
+            markers = watermark_markers(key)
         return_freed_frames_to_the_os()
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
                                 blend=args.blend, first_frame_timeout=args.first_frame_timeout,
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                 token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                                 config=config, max_message_bytes=int(args.max_message_mb * 2**20),
                                 metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                                pushback_ms=args.retry_pushback_ms)
+                                pushback_ms=args.retry_pushback_ms, markers=markers)
         except BaseException:
             registry.close()
             raise
@@ -142,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"metrics on http://{server.metrics_address}/metrics", flush=True)
         for name, why in registry.skipped.items():
             print(f"skipped model {name}: {why}", file=sys.stderr, flush=True)
+        logging.getLogger(__name__).info(
+            "watermark: off (--no-watermark)" if markers is None else f"watermark: on, key from the {key_source}")
         while not stop.wait(0.5):
             pass
         logging.getLogger(__name__).info("signal received: draining (grace %.1f s)", args.grace)

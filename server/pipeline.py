@@ -107,6 +107,7 @@ class PipelineConfig:
     redetect_every: int = 5       # full-frame detection every K frames
     detect_max_side: int = 320    # whole-frame Haar runs on a grey image downscaled to this side
     min_face_frac: float = 0.1    # smallest face found in a whole frame, share of its shorter side
+    rescan_scale_factor: float = 1.2  # Haar scale step of the scheduled whole-frame search while tracking
     roi_max_side: int = 128       # tracking Haar runs on the region around the faces, this size
     max_faces: int = 4
     blend: str = "alpha"          # alpha | seamless
@@ -240,7 +241,9 @@ class PixelBudget:
             self._cond.notify_all()
 
 
-# frame, boxes of the swapped faces -> frame; see SwapPipeline._mark_faces.
+# frame, boxes of the swapped faces -> frame; see SwapPipeline._mark_faces. A marker that also has
+# a `for_stream()` method gives each stream its own marker from it (e.g. a watermark whose anchor
+# follows the faces from frame to frame).
 FaceMarker = Callable[[np.ndarray, Sequence[Box]], np.ndarray]
 
 
@@ -308,9 +311,14 @@ class SwapPipeline:
         # larger minimum size and coarser scale steps find it at a third of the cost.
         roi_detector = HaarDetector(scale_factor=1.2, min_neighbors=4, max_side=c.roi_max_side,
                                     min_size_frac=0.3)
+        # The scheduled whole-frame search while faces are tracked only has to notice faces
+        # coming and going: coarser scale steps halve its cost (same faces found on the real clips).
+        rescan = HaarDetector(scale_factor=c.rescan_scale_factor, max_side=c.detect_max_side,
+                              min_size_frac=c.min_face_frac)
         return FaceTracker(detector, roi_detector, redetect_every=settings.redetect_every,
                            smoothing=self.config.smoothing, max_faces=settings.max_faces,
-                           landmark_filter=self._landmark_filter() if self.aligned else None)
+                           landmark_filter=self._landmark_filter() if self.aligned else None,
+                           rescan_detector=rescan)
 
     def _landmark_filter(self):
         return functools.partial(OneEuroPoints, min_cutoff=self.config.landmark_min_cutoff,
@@ -401,7 +409,12 @@ class SwapPipeline:
         return (f"the {encoding_name(encoding)} reply would be {size} bytes, over the server's "
                 f"{self.config.max_reply_bytes}-byte message cap; send smaller frames or ask for JPEG replies")
 
-    def finish(self, job: FrameJob, settings: StreamSettings) -> FrameResult:
+    def stream_marker(self) -> FaceMarker | None:
+        """The marker for one new stream: the model's own, or a per-stream one made from it."""
+        make = getattr(self._mark, "for_stream", None)
+        return make() if callable(make) else self._mark
+
+    def finish(self, job: FrameJob, settings: StreamSettings, mark: FaceMarker | None = None) -> FrameResult:
         """Wait for the faces, blend them into the frame, encode; a failure goes into the result."""
         reply = swap_pb2.SwappedFrame(index=job.index, model=self.model.name)
         if job.error is not None:
@@ -414,7 +427,7 @@ class SwapPipeline:
                 result = job.future.result()
                 infer_ms, batch_faces = result.infer_ms, result.batch_faces
                 t0 = time.perf_counter()
-                frame = self._mark_faces(self._blend(frame, job, result, settings), job.boxes)
+                frame = self._mark_faces(self._blend(frame, job, result, settings), job.boxes, mark)
                 blend_ms = (time.perf_counter() - t0) * 1000.0
             t0 = time.perf_counter()
             encoding = settings.reply_encoding or job.encoding
@@ -488,10 +501,11 @@ class SwapPipeline:
         frame[...] = cv2.seamlessClone(patch, frame, m8, centre, cv2.NORMAL_CLONE)
         return True
 
-    def _mark_faces(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    def _mark_faces(self, frame: np.ndarray, boxes: Sequence[Box], mark: FaceMarker | None = None) -> np.ndarray:
         """The one place where the swapped face regions are final (colour-matched, blended and
         pasted back) and the frame is not yet encoded: the provenance watermark goes in here."""
-        return frame if self._mark is None else self._mark(frame, boxes)
+        mark = mark or self._mark
+        return frame if mark is None or not boxes else mark(frame, boxes)
 
     def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> FrameResult:
         """One image, full detection (no tracking); used by the unary SwapImage."""
@@ -525,6 +539,7 @@ class SwapPipeline:
         depth = max(1, self.config.queue_depth)
         reader = frames if isinstance(frames, FrameReader) else FrameReader(frames, stop, depth)
         tracker = self.new_tracker(settings)
+        marker = self.stream_marker()
         jobs: queue.Queue = queue.Queue(maxsize=depth)  # FrameJob, in order
 
         def preparer() -> None:
@@ -569,7 +584,7 @@ class SwapPipeline:
                     stop.drained = not reader.exhausted and reader.error is None
                     stop.failed = reader.error
                     return
-                result = self.finish(item, settings)
+                result = self.finish(item, settings, marker)
                 with reader.lock:
                     stop.answered += 1
                 last_reply = time.monotonic()

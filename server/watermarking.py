@@ -1,0 +1,89 @@
+"""The provenance watermark in every swapped face (faces/watermark.py), wired into the server's
+post-blend hook (`SwapPipeline._mark_faces`).
+
+    markers = watermark_markers(key)                  # SwapServer(..., markers=markers)
+
+Each model marks its faces with its own 32-bit id, `watermark.model_id(folder name, sha256 of its
+manifest.json)`, the id `swapstream verify --models DIR` names a model by. A stream gets a
+`Watermarker.for_stream()` marker whose `AnchorTracker`s move the mark with each face, so an H.264
+encode of the stream keeps it (docs/provenance.md); a single image (SwapImage) is marked at the
+frame's own anchor.
+
+The key: `serve --watermark-key-file FILE`, else $SWAPSTREAM_WATERMARK_KEY, else the public key
+(`watermark.PUBLIC_KEY`), which `swapstream verify` also falls back to, so a stock `verify` reads a
+stock server's marks. `serve --no-watermark` turns the mark off.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from swapstream.faces import watermark as wm
+from swapstream.faces.detect import Box
+from swapstream.faces.errors import InputError
+from swapstream.server.registry import LoadedModel
+
+KEY_ENV = "SWAPSTREAM_WATERMARK_KEY"  # the same variable `swapstream verify` reads
+
+
+def model_payload(model: LoadedModel) -> int:
+    """The 32-bit id a model's swaps carry: from its folder name and its manifest.json's sha256."""
+    return wm.model_id(model.name, wm.manifest_sha256(model.path))
+
+
+def read_watermark_key(key_file: str | None) -> tuple[str, str]:
+    """(key, where it came from): the first line of `key_file`, $SWAPSTREAM_WATERMARK_KEY, else
+    the public key. InputError for an unreadable or empty key file."""
+    if key_file is not None:
+        try:
+            with open(key_file, encoding="utf-8") as fh:
+                key = fh.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise InputError(f"cannot read --watermark-key-file {key_file}: {why}") from None
+        if not key:
+            raise InputError(f"--watermark-key-file {key_file} is empty")
+        return key, "key file"
+    if os.environ.get(KEY_ENV, "").strip():
+        return os.environ[KEY_ENV].strip(), KEY_ENV
+    return wm.PUBLIC_KEY, "public key"
+
+
+class Watermarker:
+    """Marks the swapped faces of a frame with one model's payload (a FaceMarker: frame, boxes -> frame)."""
+
+    def __init__(self, payload: int, key: str, strength: float = wm.DEFAULT_STRENGTH) -> None:
+        self.payload = int(payload)
+        self.key = key
+        self.strength = float(strength)
+
+    def __call__(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """A single image: every face box marked at the frame's own anchor."""
+        for box in boxes:
+            frame = wm.embed(frame, box, self.payload, self.key, self.strength)
+        return frame
+
+    def for_stream(self) -> Callable[[np.ndarray, Sequence[Box]], np.ndarray]:
+        """A marker for one stream's frames, in order: each face's mark follows the face."""
+        trackers: list[wm.AnchorTracker] = []
+
+        def mark(frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+            # Faces come largest first; a change in their number starts every anchor afresh.
+            if len(trackers) != len(boxes):
+                trackers[:] = [wm.AnchorTracker() for _ in boxes]
+            for box, tracker in zip(boxes, trackers):
+                anchor = tracker.update(frame, box)
+                frame = wm.embed(frame, box, self.payload, self.key, self.strength, anchor=anchor)
+            return frame
+
+        return mark
+
+
+def watermark_markers(key: str, strength: float = wm.DEFAULT_STRENGTH) -> Callable[[LoadedModel], Watermarker]:
+    """SwapServer's `markers`: each model's Watermarker, carrying that model's payload."""
+    def markers(model: LoadedModel) -> Watermarker:
+        return Watermarker(model_payload(model), key, strength)
+
+    return markers
