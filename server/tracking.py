@@ -91,15 +91,20 @@ class FaceTracker:
     smoothing: weight of the previous box in the exponential moving average (0 = no smoothing).
     hold: frames a track survives without a matching detection.
     landmark_filter: makes a track's landmark filter (`smooth_landmarks`); None = no smoothing.
+    rescan_detector: for the scheduled whole-frame search while faces are tracked (which only has
+        to notice faces coming and going, so it may be coarser and cheaper); default `detector`,
+        which also searches whenever nothing is tracked or the tracked faces were lost.
     """
 
     def __init__(self, detector: HaarDetector, roi_detector: HaarDetector | None = None,
                  redetect_every: int = 5, smoothing: float = 0.5, hold: int = 2, max_faces: int = 4,
-                 roi_grow: float = 0.6, landmark_filter=OneEuroPoints) -> None:
+                 roi_grow: float = 0.6, landmark_filter=OneEuroPoints,
+                 rescan_detector: HaarDetector | None = None) -> None:
         if redetect_every < 1:
             raise ValueError("redetect_every must be >= 1")
         self.detector = detector
         self.roi_detector = roi_detector or detector
+        self.rescan_detector = rescan_detector or detector
         self.redetect_every = redetect_every
         self.smoothing = smoothing
         self.hold = hold
@@ -187,8 +192,10 @@ class FaceTracker:
                 found = self.roi_detector.detect(frame, roi=self._roi(frame.shape))
                 self.roi_detections += 1
             if not found:
-                # Whole-frame search: scheduled, nothing tracked, or the faces left the region.
-                found = self.detector.detect(frame)
+                # Whole-frame search: scheduled (coarser while faces are tracked), nothing tracked,
+                # or the faces left the region.
+                detector = self.rescan_detector if full and self._tracks else self.detector
+                found = detector.detect(frame)
                 self.full_detections += 1
             self._match(found[: self.max_faces])
         faces = [TrackedFace(Box(*(int(round(v)) for v in t.box)), t.id) for t in self._tracks]
