@@ -3,7 +3,7 @@
 calls that send them and check what came back.
 
 What a server must do with any of them: answer within a deadline, with a status code from the
-documented set (docs/serving-notes-server.md), one reply per frame in order, and go on serving
+documented set (docs/serving.md, "Status codes"), one reply per frame in order, and go on serving
 after a bad frame.
 """
 from __future__ import annotations
