@@ -1,9 +1,13 @@
 """`swapstream demo`: the whole chain on a fresh machine, with no arguments.
 
-Render two synthetic identities, extract their face sets, train `ae` with its demo preset for a
-bounded time, export it to ONNX, start the server on a free loopback port, stream a clip of A
-through it, and write the swapped video, a side-by-side video, a preview PNG and the latency
-summary to out/demo/. With --a/--b it does the same with two real videos.
+Render two synthetic identities, extract their aligned face sets, train `ae` with its demo preset
+(64 px in, a 128 px face out) for a bounded time, starting from the shipped prior when there is
+one (`train --init`), export it to ONNX, start the server on a free loopback port, stream a clip
+of A through it, and write the swapped video, a side-by-side video, a preview PNG, the latency
+summary and quality.json to out/demo/. quality.json holds the judge's report (faces/judge.py,
+where dlib is installed) and, on the synthetic pair, the SSIM of the swapped face to the
+ground-truth render (B making exactly A's moves) and of the unswapped source's. With --a/--b it
+does the same with two real videos.
 
 Each stage runs the public `swapstream` subcommand in a child process, exactly as a user
 would, so the demo exercises the same contracts as scripts outside the repo and this module
@@ -35,6 +39,11 @@ IDENTITY_A, IDENTITY_B = 1, 4
 MODEL_NAME = "demo-ae"
 # `ae`'s preset made for this demo's few CPU minutes (trainer/methods/ae_defaults.py).
 TRAIN_PRESET = "demo"
+# The prior `swapstream pretrain` made for that preset on synthetic identities other than the
+# demo's two (trainer/priors/, docs/pretrain.md); used with --init when it is there.
+PRIOR_NAME = "demo-ae.npz"
+# The side the swapped face is cut at for its SSIM: the demo model's output side.
+QUALITY_FACE_SIDE = 128
 
 
 class Stage:
@@ -119,6 +128,106 @@ def preview(videos: dict[str, str], path: str, picks: int = 4, tile: int = 256) 
     write_png(path, np.vstack([header, *rows]))
 
 
+def _gaussian_ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """SSIM map (H-10, W-10) of two float32 BGR images in 0..1, averaged over the channels: the
+    definition of tf.image.ssim (11 px Gaussian window, sigma 1.5, valid region, K1 0.01, K2 0.03),
+    in OpenCV, since the client side loads no TensorFlow."""
+    g = cv2.getGaussianKernel(11, 1.5).astype(np.float32)
+
+    def blur(t):
+        return cv2.sepFilter2D(t, -1, g, g, borderType=cv2.BORDER_REFLECT)[5:-5, 5:-5]
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return smap.mean(axis=-1)
+
+
+def face_ssim(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
+    """SSIM of two uint8 BGR faces of one side, averaged under `weights` (the face region)."""
+    smap = _gaussian_ssim_map(x.astype(np.float32) / 255.0, y.astype(np.float32) / 255.0)
+    w = weights[5:-5, 5:-5]
+    return float((smap * w).sum() / max(float(w.sum()), 1e-9))
+
+
+def synthetic_quality(source: str, swapped: str, truth: str, side: int = QUALITY_FACE_SIDE) -> dict:
+    """SSIM of the swapped face to the ground-truth render and of the unswapped source's, in the
+    face region of the aligned face (`side` px), over every frame where the source's face is
+    found; the same alignment (Haar box, 5 landmarks of the source frame) cuts all three."""
+    from swapstream.faces.align import Aligner, AlignTemplate, warp_face
+    from swapstream.faces.detect import HaarDetector
+    from swapstream.faces.regions import face_mask
+
+    template = AlignTemplate(size=side)
+    aligner, detector = Aligner(template), HaarDetector()
+    weights = face_mask(template, side)
+    swap_scores, copy_scores, frames = [], [], 0
+    with VideoReader(source) as src, VideoReader(swapped) as out, VideoReader(truth) as ref:
+        for f_src, f_out, f_ref in zip(src, out, ref):
+            frames += 1
+            boxes = detector.detect(f_src)
+            if not boxes:
+                continue
+            al = aligner.align(f_src, max(boxes, key=lambda b: b.w * b.h))
+            face_ref = warp_face(f_ref, al)
+            swap_scores.append(face_ssim(warp_face(f_out, al), face_ref, weights))
+            copy_scores.append(face_ssim(warp_face(f_src, al), face_ref, weights))
+    if not swap_scores:
+        raise RuntimeError("no face found in the streamed clip: cannot score the swap")
+    swap, copy = float(np.mean(swap_scores)), float(np.mean(copy_scores))
+    return {"ssim_swap_vs_truth": round(swap, 4), "ssim_source_copy_vs_truth": round(copy, 4),
+            "ssim_gain_over_copy": round(swap - copy, 4), "frames": frames, "faces": len(swap_scores),
+            "face_side": side, "region": "faces/regions.py face_mask of the aligned face",
+            "targets": {"ssim_swap_vs_truth": 0.85, "ssim_gain_over_copy": 0.12}}
+
+
+def judge_quality(swapped: str, video_a: str, video_b: str, source: str, crop_size: int) -> dict:
+    """The real-face judge's report (faces/judge.py), or why it could not run."""
+    try:
+        from swapstream.faces.judge import JudgeUnavailable, format_line, judge_videos
+    except ImportError as exc:  # pragma: no cover - the judge module itself imports no optional package
+        return {"unavailable": str(exc)}
+    try:
+        result = judge_videos(swapped, video_a, video_b, source=source, crop_size=crop_size)
+    except JudgeUnavailable as exc:
+        return {"unavailable": str(exc)}
+    result["line"] = format_line(result)
+    return result
+
+
+def _training_summary(run_dir: str) -> dict:
+    """The training figures of the demo's run (its summary.json), or {} when it is unreadable."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as fh:
+            s = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {k: s.get(k) for k in ("step", "training_seconds", "images_per_second", "size", "output_size",
+                                  "aligned", "init")}
+
+
+def quality_lines(quality: dict) -> list[str]:
+    """What the demo prints about the swap's quality: the synthetic SSIM and the judge's line."""
+    lines = []
+    syn = quality.get("synthetic")
+    if syn:
+        lines.append(f"synthetic: SSIM of the swapped face to the ground truth {syn['ssim_swap_vs_truth']:.3f} "
+                     f"(source copy {syn['ssim_source_copy_vs_truth']:.3f}, gain "
+                     f"{syn['ssim_gain_over_copy']:+.3f}; targets >= 0.85 and >= +0.12), {syn['faces']} faces")
+    judge = quality.get("judge") or {}
+    lines.append(judge["line"] if "line" in judge else f"judge: not run ({judge.get('unavailable', 'unknown')})")
+    return lines
+
+
+def _shipped_prior() -> str | None:
+    from swapstream.trainer.prior import shipped_prior  # numpy only: no TensorFlow here
+
+    return shipped_prior(PRIOR_NAME)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`swapstream demo [--a VIDEO --b VIDEO] [--out out/demo]`."""
     parser = ArgumentParser(prog="swapstream demo", description=__doc__.splitlines()[0])
@@ -130,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-frames", type=int, default=150,
                         help="frames of the synthetic clip streamed (default 150)")
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic clip streamed (default 512)")
+    parser.add_argument("--no-prior", action="store_true",
+                        help="train from scratch even where a prior for the demo preset is shipped")
 
     def body() -> int:
         args = parser.parse_args(argv)
@@ -166,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         # The preset's learning rate can collapse on some face sets: a divergence goes back to
         # the last checkpoint at half the rate.
+        prior = None if args.no_prior else _shipped_prior()
+        init = ["--init", prior] if prior else []
         stage.run(["train", "--method", "ae", "--preset", TRAIN_PRESET, "--a", set_a, "--b", set_b,
-                   "--out", run_dir, "--minutes", str(args.minutes), "--retries", "2"])
+                   "--out", run_dir, "--minutes", str(args.minutes), "--retries", "2", *init])
         model_dir = os.path.join(models, MODEL_NAME)
         stage.run(["export", run_dir, "--out", model_dir, "--force"])
 
@@ -191,14 +304,25 @@ def main(argv: list[str] | None = None) -> int:
         if truth:
             columns["ground truth (B as A)"] = truth
         preview(columns, os.path.join(out, "preview.png"))
+
+        quality: dict = {"prior": prior, "training": _training_summary(run_dir)}
+        if truth:
+            quality["synthetic"] = synthetic_quality(clip, swapped, truth)
+        print("\njudging the swap (faces/judge.py) ...", flush=True)
+        t_judge = time.perf_counter()
+        quality["judge"] = judge_quality(swapped, video_a, video_b, clip, QUALITY_FACE_SIDE)
+        quality["judge_seconds"] = round(time.perf_counter() - t_judge, 1)
+        write_json(os.path.join(out, "quality.json"), quality)
         took = time.perf_counter() - start
         summary = {"seconds": round(took, 1), "stages": [{"command": c, "seconds": round(s, 1)} for c, s in stage.log],
                    "outputs": sorted(os.listdir(out))}
         write_json(os.path.join(out, "demo.json"), summary)
         print(f"\ndemo finished in {took:.0f} s. In {out}/: swapped.mp4, side_by_side.mp4, preview.png, "
-              f"faces.png, latency.md, latency.json, demo.json")
+              f"faces.png, quality.json, latency.md, latency.json, demo.json")
         for command, seconds in stage.log:
             print(f"  {seconds:6.1f} s  {command}")
+        for line in quality_lines(quality):
+            print(line)
         return 0
 
     return run_cli(body, "swapstream demo")

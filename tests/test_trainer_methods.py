@@ -210,6 +210,33 @@ def test_on_aligned_faces_the_loss_sees_only_the_face_region(name, faces):
     assert loss(inside) > 2 * loss(target)
 
 
+def test_dssim_downscale_measures_structure_on_the_area_averaged_faces():
+    """dssim_downscale 2: L1 on the 64 px faces, DSSIM on both faces (and the weights) 2x2-averaged."""
+    import dataclasses
+
+    import tensorflow as tf
+
+    from swapstream.trainer import losses
+    from swapstream.trainer.methods.ae import reconstruction_loss
+
+    rng = np.random.default_rng(0)
+    target = rng.random((2, 64, 64, 3)).astype(np.float32)
+    output = np.clip(target + rng.normal(0, 0.1, target.shape), 0, 1).astype(np.float32)
+    weights = losses.reconstruction_weights(preset_config("ae", "tiny"), 64, TEMPLATE)
+    cfg = dataclasses.replace(preset_config("ae", "tiny"), dssim_downscale=2)
+    total, l1 = reconstruction_loss(cfg, tf.constant(target), tf.constant(output), weights)
+
+    def pool(t):
+        return t.reshape(t.shape[0], 32, 2, 32, 2, t.shape[-1]).mean(axis=(2, 4))
+
+    want_l1 = float(losses.weighted_l1(target, output, weights))
+    want_dssim = float(losses.weighted_dssim(pool(target), pool(output), pool(weights[None])[0], 7))
+    assert float(l1) == pytest.approx(want_l1, rel=1e-5)
+    assert float(total) == pytest.approx(cfg.l1_weight * want_l1 + cfg.dssim_weight * want_dssim, rel=1e-4)
+    with pytest.raises(InputError, match="dssim_downscale"):
+        dataclasses.replace(cfg, dssim_downscale=3).validate()
+
+
 def test_expression_weight_raises_the_loss_weight_on_eyes_and_mouth_only():
     from swapstream.trainer.losses import FEATURE_REGIONS, face_weight_map
 

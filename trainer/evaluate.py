@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from swapstream.faces.align import Alignment, warp_face
 from swapstream.faces.crop import crop_face
 from swapstream.faces.detect import Box
 from swapstream.faces.errors import InputError
@@ -353,8 +354,9 @@ def ground_truth_faces(face_set: FaceSet, target_identity: int,
     Each face's frame is re-rendered with `target_identity` and the face's stored pose at the
     source video's frame size (`frame_size`, else the set's stored `frame_size`, else the synth
     sidecar, else the video header), and
-    cut with the face's stored crop box (already square and grown by the margin), resized to the
-    set's size -- exactly how extract cut the source face.
+    cut exactly as extract cut the source face: through the face's stored alignment matrix for
+    an aligned set, with its stored crop box (already square and grown by the margin) otherwise,
+    at the set's size.
     """
     from swapstream.faces.synth import identity_from_seed, pose_from_vector, render_face
 
@@ -375,7 +377,10 @@ def ground_truth_faces(face_set: FaceSet, target_identity: int,
                 sizes[src] = _frame_size(src)
             size = sizes[src]
         frame = render_face(ident, pose_from_vector(face_set.extra["pose"][i], names), size)
-        out[i], _ = crop_face(frame, Box(*(int(v) for v in face_set.box[i])), face_set.size, 0.0)
+        if face_set.template is not None:
+            out[i] = warp_face(frame, Alignment(face_set.matrix[i], face_set.landmarks[i], face_set.size))
+        else:
+            out[i], _ = crop_face(frame, Box(*(int(v) for v in face_set.box[i])), face_set.size, 0.0)
     return out
 
 

@@ -53,11 +53,18 @@ def build_decoder(cfg: AEConfig, name: str) -> keras.Model:
 
 
 def reconstruction_loss(cfg, target, output, weights):
-    """Weighted L1 and DSSIM of one identity's reconstruction: returns (total, l1)."""
+    """Weighted L1 and DSSIM of one identity's reconstruction: returns (total, l1).
+
+    L1 at the output's side; DSSIM there too, or on both faces area-averaged by the config's
+    `dssim_downscale` (weights likewise)."""
     output = tf.cast(output, tf.float32)
     l1 = losses.weighted_l1(target, output, weights)
     total = cfg.l1_weight * l1
     if cfg.dssim_weight:
+        factor = int(getattr(cfg, "dssim_downscale", 1))
+        if factor > 1:
+            target, output = (tf.nn.avg_pool2d(t, factor, factor, "VALID") for t in (target, output))
+            weights = tf.nn.avg_pool2d(tf.convert_to_tensor(weights)[None], factor, factor, "VALID")[0]
         total += cfg.dssim_weight * losses.weighted_dssim(
             target, output, weights, losses.ssim_window(int(weights.shape[0])))
     return total, l1
