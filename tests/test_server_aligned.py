@@ -313,3 +313,20 @@ def test_an_unconfirmed_track_is_not_followed():
     # region is searched (ghost not found, dropped: hold 0); frame 2: the face is confirmed: followed.
     assert tracker.full_detections == 1 and tracker.roi_detections == 1 and tracker.followed == 1
     assert [f.box for f in faces] == [face]
+
+
+def test_frame_size_change_restarts_tracks_and_their_filters(registry):
+    """A stream whose frames change size drops its tracks (and their landmark filters): the faces of
+    the new size are aligned from their own landmarks, not smoothed towards the old frame's."""
+    pipeline = SwapPipeline(registry.get("aligned"), PipelineConfig())
+    settings = StreamSettings.resolve(pipeline.config, None)
+    tracker = pipeline.new_tracker(settings)
+    small, large = face_frames(3, size=256, seed=6), face_frames(3, size=320, seed=6)
+    for i, image in enumerate(small + large):
+        msg = swap_pb2.Frame(index=i, encoding=swap_pb2.PNG, data=cv2.imencode(".png", image)[1].tobytes())
+        job = pipeline.prepare(msg, tracker, 0.0, settings)
+        assert job.error is None and len(job.alignments) == 1, i
+        job.future.result()
+        if i == 3:  # first frame of the new size: a fresh track, unsmoothed points
+            raw = pipeline._aligner.landmarks(image, job.boxes[0])
+            np.testing.assert_allclose(job.alignments[0].landmarks, raw, atol=1e-3)
