@@ -40,7 +40,8 @@ PRESETS = {
                                 learning_rate=1e-3, disc_learning_rate=5e-4, upscale=2), TINY_TRAIN, TINY_AUGMENT),
     # Without prior samples a step costs half the decoder passes: the swap only ever decodes
     # encoded faces, and on a CPU the saved time buys more steps.
-    "cpu": Preset(VAEGANConfig(learning_rate=5e-4, disc_learning_rate=2e-4, prior_samples=False, upscale=2),
+    "cpu": Preset(VAEGANConfig(learning_rate=5e-4, disc_learning_rate=2e-4, prior_samples=False, upscale=2,
+                               dssim_downscale=2),
                   CPU_TRAIN, CPU_AUGMENT, precision="auto"),
     "gpu": Preset(VAEGANConfig(size=128, encoder_filters=(64, 128, 256, 512, 1024), latent_dim=512,
                                bottleneck_filters=512, decoder_filters=(512, 256, 128, 64),
