@@ -41,7 +41,7 @@ from swapstream.trainer.methods import METHODS, get_preset, shared_preset_names
 from swapstream.trainer.preset import DEFAULT_PRESET
 
 PROG = "swapstream compare"
-GRID_CELL = 112  # pixels per face in grid.png
+GRID_CELL = 128  # pixels per face in grid.png (a 2x head's faces at their own size)
 JUDGE_SIZE = 64  # the identity classifier and pose regressor look at 64 px faces
 
 
@@ -123,7 +123,10 @@ def prepare_splits(path_a: str, path_b: str, data_dir: str, holdout: float) -> t
         raise InputError("--a and --b are the same face set")
     if fa.size != fb.size:
         raise InputError(f"face sets differ in crop size: {fa.size} px ({path_a}) vs {fb.size} px ({path_b})")
-    if abs(fa.margin - fb.margin) > 1e-6:
+    if fa.template != fb.template:
+        raise InputError(f"face sets were aligned differently: {fa.template} ({path_a}) vs {fb.template} ({path_b}); "
+                         "extract both with the same template")
+    if fa.template is None and abs(fa.margin - fb.margin) > 1e-6:
         raise InputError(f"face sets were cut with different margins: {fa.margin} vs {fb.margin}")
     splits = []
     for name, fs, path in (("a", fa, path_a), ("b", fb, path_b)):
@@ -251,6 +254,15 @@ class Judges:
     notes: dict = field(default_factory=dict)
     groups_a: np.ndarray | None = None   # held-out run of each held-out face (see structure_rsa)
     groups_b: np.ndarray | None = None
+    template: object = None              # the sets' AlignTemplate (None: Haar squares)
+
+    def face_mask(self, size: int) -> np.ndarray:
+        """The face region SSIM and PSNR are measured in: the template's, or the central ellipse."""
+        if self.template is None:
+            return ev.face_mask(size)
+        from swapstream.faces.regions import face_mask
+
+        return face_mask(self.template, size)
 
 
 def build_judges(split_a: Split, split_b: Split, seed: int) -> Judges:
@@ -277,7 +289,8 @@ def build_judges(split_a: Split, split_b: Split, seed: int) -> Judges:
                                        size=size, seed=seed)
     log(f"identity classifier: held-out accuracy {clf.accuracy:.3f} ({clf.seconds:.0f} s)")
     judges = Judges(clf, synthetic, truth_ab=truth_ab, truth_ba=truth_ba, notes=judges_notes,
-                    groups_a=ev.runs_of(split_a.test_idx), groups_b=ev.runs_of(split_b.test_idx))
+                    groups_a=ev.runs_of(split_a.test_idx), groups_b=ev.runs_of(split_b.test_idx),
+                    template=split_a.full.template)
     if synthetic:
         ids = [ev.identity_of(split_a.full), ev.identity_of(split_b.full), *ev.EXTRA_JUDGE_IDENTITIES[:2]]
         log(f"training the pose regressor on renders of identities {ids}")
@@ -313,8 +326,8 @@ def judge_swaps(judges: Judges, src_a: np.ndarray, swap_ab: np.ndarray, src_b: n
         s = swap_ab.shape[1]
         t_ab = resize_faces(judges.truth_ab, s)
         t_ba = resize_faces(judges.truth_ba, s)
-        mask = ev.face_mask(s)
-        # "ssim"/"psnr": within the face ellipse, the part a swap is pasted back with;
+        mask = judges.face_mask(s)
+        # "ssim"/"psnr": within the face region, the part a swap is pasted back with;
         # "*_crop": the whole square crop, background included.
         for key, fn, m in (("ssim", ev.ssim, mask), ("psnr", ev.psnr, mask),
                            ("ssim_crop", ev.ssim, None), ("psnr_crop", ev.psnr, None)):
@@ -343,20 +356,35 @@ def preservation_of(result: dict, truth: dict | None) -> float:
     return float(np.clip(raw_preservation(result, truth), 0.0, 1.0))
 
 
-def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, split_b: Split) -> dict:
-    """Load a finished run, swap the held-out faces both ways, judge them, time inference."""
+def judged_size(methods: list[str], preset: str, size: int | None, crop_size: int) -> int:
+    """The side every swap and reference is judged at: the largest output side among the
+    methods (a 2x head's faces keep their detail), at most the face sets' own side."""
+    from swapstream.trainer.methods import preset_config
+    from swapstream.trainer.methods.configs import io_sizes
+
+    return min(crop_size, max(io_sizes(preset_config(m, preset, size))[1] for m in methods))
+
+
+def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, split_b: Split,
+                    judge_size: int | None = None) -> dict:
+    """Load a finished run, swap the held-out faces both ways, judge them at `judge_size`
+    (default: the network's output side), time inference."""
     from swapstream.trainer.runs import load_run
 
     model = load_run(run_dir)
-    size = int(model.config.size)
+    size, out_size = model.input_size, model.output_size
+    judge_size = judge_size or out_size
     src_a = ev.as_float(resize_faces(split_a.test.faces, size))
     src_b = ev.as_float(resize_faces(split_b.test.faces, size))
     net_ab, net_ba = model.inference_model("a2b"), model.inference_model("b2a")
     swap_ab = np.clip(np.asarray(net_ab.predict(src_a, batch_size=32, verbose=0)), 0.0, 1.0)
     swap_ba = np.clip(np.asarray(net_ba.predict(src_b, batch_size=32, verbose=0)), 0.0, 1.0)
-    result = judge_swaps(judges, src_a, swap_ab, src_b, swap_ba)
+    swap_ab, swap_ba = resize_faces(swap_ab, judge_size), resize_faces(swap_ba, judge_size)
+    result = judge_swaps(judges, ev.as_float(resize_faces(split_a.test.faces, judge_size)), swap_ab,
+                         ev.as_float(resize_faces(split_b.test.faces, judge_size)), swap_ba)
     result["inference"] = ev.inference_ms(net_ab, src_a)
     result["size"] = size
+    result["output_size"] = out_size
     summary = ev.read_summary(run_dir)
     result["training"] = training_figures(summary, getattr(model, "progress_metric", "l1"))
     result["swaps"] = {"a2b": ev.as_uint8(swap_ab), "b2a": ev.as_uint8(swap_ba)}  # for the grid, not JSON
@@ -446,8 +474,10 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     lines = [f"# Method comparison: {info['set_a_name']} (A) vs {info['set_b_name']} (B)", ""]
     lines += [
         f"- Face sets: A `{info['set_a']}` ({info['faces_a']} faces), B `{info['set_b']}` ({info['faces_b']} faces), "
-        f"{info['crop_size']} px crops, margin {info['margin']:g}; "
-        f"{'synthetic (ground truth available)' if synthetic else 'real (no ground truth)'}.",
+        f"{info['crop_size']} px crops, "
+        + ("aligned to a landmark template" if info.get("aligned") else f"margin {info['margin']:g}") + "; "
+        f"{'synthetic (ground truth available)' if synthetic else 'real (no ground truth)'}; every swap and "
+        f"reference judged at {info.get('judged_size', info['crop_size'])} px (smaller outputs resized up).",
         f"- Held out for judging: {info['held_out_a']} faces of A and {info['held_out_b']} of B "
         "(runs of consecutive frames spread over each clip; never trained on).",
         f"- Budget: {info['budget']} per method, preset `{info['preset']}`"
@@ -608,7 +638,7 @@ def compare(args) -> Comparison:
     judges = build_judges(split_a, split_b, args.seed)
 
     results: dict[str, dict] = {}
-    ref_size = min(JUDGE_SIZE, split_a.full.size)
+    ref_size = judged_size(methods, args.preset, args.size, split_a.full.size)
     src_a_ref = resize_faces(split_a.test.faces, ref_size)
     src_b_ref = resize_faces(split_b.test.faces, ref_size)
     references: dict[str, dict] = {}
@@ -627,7 +657,7 @@ def compare(args) -> Comparison:
     for k, method in enumerate([m for m in methods if m not in failed], 1):
         log(f"judging {method} ({k}/{len(methods) - len(failed)})")
         try:
-            r = evaluate_method(method, os.path.join(runs, method), judges, split_a, split_b)
+            r = evaluate_method(method, os.path.join(runs, method), judges, split_a, split_b, ref_size)
         except InputError as exc:
             failed[method] = f"cannot load its run: {exc}"
             log(f"{method}: {failed[method]}")
@@ -654,7 +684,8 @@ def compare(args) -> Comparison:
         "set_a_name": os.path.splitext(os.path.basename(args.a))[0],
         "set_b_name": os.path.splitext(os.path.basename(args.b))[0],
         "faces_a": len(split_a.full), "faces_b": len(split_b.full),
-        "crop_size": split_a.full.size, "margin": split_a.full.margin,
+        "crop_size": split_a.full.size, "margin": split_a.full.margin, "judged_size": ref_size,
+        "aligned": split_a.full.template is not None,
         "held_out_a": int(len(split_a.test_idx)), "held_out_b": int(len(split_b.test_idx)),
         "synthetic": judges.synthetic, "budget": budget.describe(), "preset": args.preset, "size": args.size,
         "batch": args.batch, "methods": methods, "runs": runs, "judge_size": judges.classifier.size,
