@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic clip streamed (default 512)")
     parser.add_argument("--no-prior", action="store_true",
                         help="train from scratch even where a prior for the demo preset is shipped")
+    parser.add_argument("--preset", default=TRAIN_PRESET,
+                        help=f"the `ae` preset to train (default {TRAIN_PRESET}; the shipped prior fits only it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="passed to `swapstream train --set` (e.g. upscale=1 for a 64 px face); repeatable")
 
     def body() -> int:
         args = parser.parse_args(argv)
@@ -277,10 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         # The preset's learning rate can collapse on some face sets: a divergence goes back to
         # the last checkpoint at half the rate.
-        prior = None if args.no_prior else _shipped_prior()
+        prior = None if args.no_prior or args.preset != TRAIN_PRESET or args.settings else _shipped_prior()
         init = ["--init", prior] if prior else []
-        stage.run(["train", "--method", "ae", "--preset", TRAIN_PRESET, "--a", set_a, "--b", set_b,
-                   "--out", run_dir, "--minutes", str(args.minutes), "--retries", "2", *init])
+        settings = [arg for item in args.settings for arg in ("--set", item)]
+        stage.run(["train", "--method", "ae", "--preset", args.preset, "--a", set_a, "--b", set_b,
+                   "--out", run_dir, "--minutes", str(args.minutes), "--retries", "2", *init, *settings])
         model_dir = os.path.join(models, MODEL_NAME)
         stage.run(["export", run_dir, "--out", model_dir, "--force"])
 
@@ -310,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             quality["synthetic"] = synthetic_quality(clip, swapped, truth)
         print("\njudging the swap (faces/judge.py) ...", flush=True)
         t_judge = time.perf_counter()
-        quality["judge"] = judge_quality(swapped, video_a, video_b, clip, QUALITY_FACE_SIDE)
+        quality["judge"] = judge_quality(swapped, video_a, video_b, clip,
+                                         quality["training"].get("output_size") or QUALITY_FACE_SIDE)
         quality["judge_seconds"] = round(time.perf_counter() - t_judge, 1)
         write_json(os.path.join(out, "quality.json"), quality)
         took = time.perf_counter() - start
