@@ -71,10 +71,6 @@ def _run(argv: list[str] | None) -> int:
     from swapstream.server.session import SessionError
 
     source = load_inference(args.run, args.direction)
-    if args.dfm and source.output_size is not None:
-        # DeepFaceLive's contract pastes out_celeb_face at in_face's side.
-        raise InputError(f"--dfm needs a model whose output side equals its input side; this run returns "
-                         f"{source.output_size} px faces from {source.size} px crops (a 2x head)")
     spec = ExportSpec(method=source.method, direction=args.direction, crop_size=source.size,
                       crop_margin=source.margin, fp16=args.fp16, dfm=args.dfm, device=args.device,
                       real_faces=source.real_faces, output_size=source.output_size,

@@ -25,11 +25,15 @@ DFM_CELEB_MASK = "out_celeb_face_mask:0"
 DFM_OUTPUTS = (DFM_FACE_MASK, DFM_CELEB_FACE, DFM_CELEB_MASK)
 
 
-def make_dfm(model: onnx.ModelProto, size: int) -> None:
+def make_dfm(model: onnx.ModelProto, size: int, out_size: int | None = None) -> None:
     """Rewire an exported swap model (input "face", outputs "swapped"[, "mask"]) *in place*
     into a .dfm: DeepFaceLive's names, batch fixed to 1, the three outputs in DeepFaceLive's
     order. In place because the weights can be hundreds of MB: save model.onnx first.
-    The face output is clipped to 0..1 (DeepFaceLive converts it to uint8 without checking)."""
+    The face output is clipped to 0..1 (DeepFaceLive converts it to uint8 without checking).
+
+    A 2x model (`out_size` = 2 * `size`) takes in_face at the output side, since DeepFaceLive
+    pastes out_celeb_face at in_face's side: a linear half-size Resize (half-pixel centres, so
+    each output pixel is the mean of a 2x2 block) feeds the network its `size` crop."""
     from swapstream.faces.mask import ellipse_mask
 
     graph = model.graph
@@ -39,8 +43,22 @@ def make_dfm(model: onnx.ModelProto, size: int) -> None:
                          f"got {[i.name for i in graph.input]} -> {outputs}")
     has_mask = len(outputs) > 1 and outputs[1] == OUTPUT_NAMES[1]
 
-    rename_tensor(graph, INPUT_NAME, DFM_INPUT)
-    _fix_batch(graph.input[0], size, 3)
+    out_size = out_size or size
+    if out_size == size:
+        rename_tensor(graph, INPUT_NAME, DFM_INPUT)
+    else:
+        if out_size != 2 * size:
+            raise ValueError(f"a .dfm takes a model whose output side is its input side or twice it, "
+                             f"not {size} -> {out_size}")
+        small = "dfm_face_half"
+        rename_tensor(graph, INPUT_NAME, small)
+        graph.input[0].name = DFM_INPUT
+        scales = numpy_helper.from_array(np.array([1.0, 0.5, 0.5, 1.0], np.float32), "dfm_half_scales")
+        graph.initializer.append(scales)
+        graph.node.insert(0, helper.make_node("Resize", [DFM_INPUT, "", scales.name], [small], mode="linear",
+                                              coordinate_transformation_mode="half_pixel", name="dfm_half"))
+    _fix_batch(graph.input[0], out_size, 3)
+    size = out_size  # the outputs are at the output side
     face = OUTPUT_NAMES[0] + "_unclipped"
     rename_tensor(graph, OUTPUT_NAMES[0], face)
     lo = numpy_helper.from_array(np.array(0.0, np.float32), "dfm_clip_min")

@@ -108,7 +108,7 @@ def _export_into(model, folder: str, spec: ExportSpec, name: str, log) -> Export
         from swapstream.exporter.dfm import make_dfm
 
         # Rewired in place after model.onnx is on disk: never two copies of the weights in memory.
-        make_dfm(proto, spec.crop_size)
+        make_dfm(proto, spec.crop_size, spec.output_size)
         dfm_path = os.path.join(folder, f"{name}.dfm")
         save_model(proto, dfm_path, external_name=f"{name}.dfm.data")
     del proto  # the parity sessions read the files
@@ -192,7 +192,11 @@ def _check_dfm(path: str, spec: ExportSpec, faces, n_real, reference, has_mask: 
 
     session, provider = make_session(path, spec.device)
     got_in = [(i.name, i.shape) for i in session.get_inputs()]
-    s = spec.crop_size
+    s = spec.output_size or spec.crop_size
+    if s != spec.crop_size:
+        # A 2x model's .dfm averages each 2x2 block of in_face: blocks of the crops give the crops back.
+        k = s // spec.crop_size
+        faces = np.repeat(np.repeat(faces, k, axis=1), k, axis=2)
     if got_in != [(DFM_INPUT, [1, s, s, 3])] or [o.name for o in session.get_outputs()] != list(DFM_OUTPUTS):
         raise RuntimeError(f"dfm graph has I/O {got_in} -> {[o.name for o in session.get_outputs()]}")
     face_mask, celeb, celeb_mask = onnx_outputs(

@@ -44,7 +44,9 @@ def test_cli_export_both_directions_with_dfm(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "16 real" in err  # the run's own face set was used beside the random crops
     m = load_manifest(str(out / "ae_a2b"))
-    assert (m.method, m.direction, m.crop_size, m.crop_margin, m.precision) == ("ae", "a2b", 32, 0.3, "fp32")
+    # The fixture's face sets are aligned and the tiny ae has the 2x head: aligned crops, no margin.
+    assert (m.method, m.direction, m.crop_size, m.crop_margin, m.precision) == ("ae", "a2b", 32, 0.0, "fp32")
+    assert m.align_template is not None and m.out_size == 64
     assert _only(out / "ae_a2b") == ["ae_a2b.dfm", "manifest.json", "model.onnx"]
     m = load_manifest(str(out / "ae_b2a"))
     assert (m.direction, m.precision) == ("b2a", "fp16")
