@@ -765,6 +765,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--retries", type=int, default=RetryPolicy.attempts,
                    help="consecutive failed attempts (drain, lost connection, server full) before giving up "
                         f"(default {RetryPolicy.attempts}; 0 = never retry)")
+    p.add_argument("--sign-cert", metavar="PEM",
+                   help="sign the finished output with C2PA Content Credentials: the operator's certificate chain, "
+                        "leaf first (needs the provenance extra; a self-signed leaf is refused)")
+    p.add_argument("--sign-key", metavar="PEM", help="the private key of --sign-cert's leaf")
     p.add_argument("--resume", action="store_true",
                    help="continue a stream that stopped early from its OUT.partial.EXT output")
     p.add_argument("--no-progress", action="store_true")
@@ -790,6 +794,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"output folder {folder} does not exist")
             if args.resume and not os.path.isfile(partial_path(path)):
                 raise InputError(f"nothing to resume: {partial_path(path)} does not exist")
+        if (args.sign_cert is None) != (args.sign_key is None):
+            raise InputError("--sign-cert and --sign-key go together")
+        for pem in (args.sign_cert, args.sign_key):
+            if pem is not None and not os.path.isfile(pem):
+                raise InputError(f"{pem} does not exist")
         with SwapClient(args.server, token, args.tls_ca) as probe:
             try:
                 probe.wait_ready(args.connect_timeout)
@@ -797,6 +806,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{PROG}: error: no server answers at {args.server} "
                       f"(start one with `swapstream serve --models DIR`)", file=sys.stderr)
                 return 1
+            model_info = None
+            if args.sign_cert is not None:
+                model_info = next((m for m in probe.list_models() if m.name == args.model), None)
+                if model_info is None:
+                    raise InputError(f"the server has no model {args.model[:64]!r} (see its ListModels)")
         encoding = {"jpeg": swap_pb2.JPEG, "png": swap_pb2.PNG, "raw": swap_pb2.RAW_BGR}[args.encoding]
         try:
             summary = stream_video(source, args.out, args.model, args.server, token=token,
@@ -813,6 +827,15 @@ def main(argv: list[str] | None = None) -> int:
         except StreamIncomplete as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2 if exc.bad_input else 1
+        if model_info is not None:
+            from swapstream.clients.credentials import CredentialError, sign_file
+
+            try:
+                for path in [args.out] + ([sbs] if sbs else []):
+                    sign_file(path, args.sign_cert, args.sign_key, args.model, model_info.manifest_sha256)
+            except CredentialError as exc:
+                print(f"{PROG}: error: the output is written but not signed: {exc}", file=sys.stderr)
+                return 1
         print(summary.describe())
         return 0
 

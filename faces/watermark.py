@@ -78,8 +78,9 @@ def model_id(model_name: str, manifest_sha256: str) -> int:
 
 def manifest_sha256(model_dir: str | os.PathLike) -> str:
     """sha256 (hex) of a model folder's manifest.json: with the folder's name, the model's identity."""
-    with open(os.path.join(model_dir, "manifest.json"), "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+    from swapstream.faces.model_folder import MANIFEST_FILE, file_sha256
+
+    return file_sha256(os.path.join(model_dir, MANIFEST_FILE))
 
 
 def _key_bytes(key: str | bytes) -> bytes:

@@ -1,12 +1,20 @@
 """The models a server serves: every folder under --models with a valid manifest, by folder name."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 
 from swapstream.faces.errors import InputError
-from swapstream.faces.model_folder import Manifest, ManifestError, check_session_io, load_manifest
+from swapstream.faces.model_folder import (
+    MANIFEST_FILE,
+    Manifest,
+    ManifestError,
+    check_session_io,
+    file_sha256,
+    load_manifest,
+)
 from swapstream.server.batcher import InferenceBatcher
 from swapstream.server.session import CUDA, make_session
 
@@ -22,6 +30,11 @@ class LoadedModel:
     manifest: Manifest
     provider: str
     batcher: InferenceBatcher
+
+    @functools.cached_property
+    def manifest_sha256(self) -> str:
+        """sha256 of manifest.json as loaded: with the name, the model's identity in watermarks and credentials."""
+        return file_sha256(os.path.join(self.path, MANIFEST_FILE))
 
 
 class ModelRegistry:

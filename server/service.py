@@ -224,7 +224,8 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
             out.models.add(name=m.name, method=m.manifest.method, direction=m.manifest.direction,
                            input_size=m.manifest.crop_size, provider=m.provider,
                            crop_margin=m.manifest.crop_margin, precision=m.manifest.precision,
-                           output_size=m.manifest.out_size, aligned=m.manifest.aligned)
+                           output_size=m.manifest.out_size, aligned=m.manifest.aligned,
+                           manifest_sha256=m.manifest_sha256)
         return out
 
 

@@ -30,7 +30,7 @@ KEY_ENV = "SWAPSTREAM_WATERMARK_KEY"  # the same variable `swapstream verify` re
 
 def model_payload(model: LoadedModel) -> int:
     """The 32-bit id a model's swaps carry: from its folder name and its manifest.json's sha256."""
-    return wm.model_id(model.name, wm.manifest_sha256(model.path))
+    return wm.model_id(model.name, model.manifest_sha256)
 
 
 def read_watermark_key(key_file: str | None) -> tuple[str, str]:

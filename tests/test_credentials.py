@@ -148,3 +148,24 @@ def test_signing_alg_follows_the_key():
     assert credentials.signing_alg(_key_pem(ec.generate_private_key(ec.SECP384R1()))) == "es384"
     with pytest.raises(credentials.CredentialError):
         credentials.signing_alg(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+
+
+def test_stream_signs_its_output_with_the_served_models_identity(pki, tmp_path):
+    """`stream --sign-cert/--sign-key` through a real server: the credential names the model and the
+    sha256 of its manifest.json as the server reports it in ListModels."""
+    from swapstream.clients import stream
+    from swapstream.faces.model_folder import MANIFEST_FILE, file_sha256
+    from swapstream.server.service import run_server
+    from tests.server_fixtures import write_negative_model
+
+    models = tmp_path / "models"
+    write_negative_model(str(models / "neg"), size=32)
+    src = _video(tmp_path / "in.mp4", marked=False)
+    out = str(tmp_path / "out.mp4")
+    with run_server(str(models), 0, device="cpu") as port:
+        args = [src, "-o", out, "--model", "neg", "--server", f"127.0.0.1:{port}", "--no-progress"]
+        assert stream.main(args + ["--sign-cert", str(pki / "chain.pem")]) == 2  # the key is missing
+        assert stream.main(args + ["--sign-cert", str(pki / "chain.pem"), "--sign-key", str(pki / "key.pem")]) == 0
+    cred = credentials.read_credential(out, (pki / "ca.pem").read_text())
+    assert cred["state"] == "Trusted"
+    assert (cred["model"], cred["manifest_sha256"]) == ("neg", file_sha256(str(models / "neg" / MANIFEST_FILE)))
