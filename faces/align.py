@@ -154,7 +154,8 @@ class Aligner:
         except ImportError as exc:
             from swapstream.faces.judge import JudgeUnavailable
 
-            raise JudgeUnavailable("alignment needs dlib: pip install 'swapstream[landmarks]' (the dlib-bin wheel)") from exc
+            raise JudgeUnavailable(
+                "alignment needs dlib: pip install 'swapstream[landmarks]' (the dlib-bin wheel)") from exc
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(_model_path())
         self.template = template or AlignTemplate()
