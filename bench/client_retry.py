@@ -33,6 +33,8 @@ import urllib.request
 
 import av
 
+from swapstream.faces.files import write_text
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -251,8 +253,7 @@ def main() -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_text(args.json, text + "\n")
     return 0
 
 

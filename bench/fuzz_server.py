@@ -33,6 +33,7 @@ import grpc
 import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 
+from swapstream.faces.files import write_text
 from swapstream.faces.wire import MODEL_METADATA_KEY
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 from tests import fuzz_cases
@@ -240,9 +241,7 @@ def main() -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+        write_text(args.json, text + "\n")
     return 0
 
 

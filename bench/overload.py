@@ -29,6 +29,7 @@ import numpy as np
 
 from bench.fuzz_server import ServerProcess
 from swapstream.clients.stream import windowed_replies
+from swapstream.faces.files import write_text
 from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 from tests.server_fixtures import face_frames, jpeg, write_autoencoder_model
@@ -198,9 +199,7 @@ def main() -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
+        write_text(args.json, text + "\n")
     return 0
 
 

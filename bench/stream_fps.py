@@ -235,8 +235,9 @@ def main() -> int:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        from swapstream.faces.files import write_text  # late: load_before may swap in an older swapstream.faces
+
+        write_text(args.json, text + "\n")
     return 0
 
 
