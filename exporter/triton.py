@@ -30,6 +30,7 @@ from swapstream.faces.model_folder import (
     ManifestError,
     check_session_io,
     load_manifest,
+    signature_session,
 )
 
 CONFIG_FILE = "config.pbtxt"
@@ -170,16 +171,7 @@ def check_triton_destination(repo: str, name: str, force: bool) -> None:
 
 def _check_graph(manifest: Manifest, onnx_path: str, name: str) -> tuple[int, ...] | None:
     """Check the graph's I/O against the manifest; return the mask output's dims (no batch) if it has one."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # Only the signature is read: no optimisation, so even a large graph loads quickly.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ManifestError(f"model {name}: onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
+    session = signature_session(onnx_path, name)
     check_session_io(manifest, session, name)
     if not manifest.mask_output_name:
         return None

@@ -220,18 +220,22 @@ def load_manifest(model_dir: str, check_io: bool = True) -> Manifest:
             f"{manifest.onnx_sha256[:12]}…; the file was changed or truncated after export"
         )
     if check_io:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        # Only the graph's signature is needed: skip optimisation to load fast.
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ManifestError(f"model {name}: onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
-        check_session_io(manifest, session, name)
+        check_session_io(manifest, signature_session(onnx_path, name), name)
     return manifest
+
+
+def signature_session(onnx_path: str, name: str = "model") -> Any:
+    """An onnxruntime CPU session of `onnx_path` for reading its inputs and outputs; ManifestError if it won't load."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # Only the graph's signature is needed: skip optimisation so even a large graph loads fast.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ManifestError(f"model {name}: onnxruntime cannot load {MODEL_FILE}: {exc}") from exc
 
 
 def check_session_io(manifest: Manifest, session: Any, name: str = "model") -> None:
