@@ -109,6 +109,17 @@ class SwapMethod(keras.Model):
         """
         return
 
+    def track_losses(self, *names: str) -> None:
+        """One Mean tracker per name in `self.trackers` (what `metrics` lists, in order); marks the
+        model built, since all weights exist once the networks are built Functional models."""
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.built = True
+
+    @property
+    def metrics(self):
+        """The trackers made by `track_losses` (Keras resets them each epoch)."""
+        return list(self.trackers.values())
+
     def named_optimizer(self, name: str) -> keras.optimizers.Optimizer:
         return getattr(self, f"{name}_optimizer")
 

@@ -75,13 +75,7 @@ class CycleGAN(SwapMethod):
         self.gen_ba = build_generator(config, "gen_ba")
         self.disc_a = build_patchgan(config, "disc_a")
         self.disc_b = build_patchgan(config, "disc_b")
-        names = ("gen_loss", "disc_loss", "adversarial", "cycle", "identity", "l1")
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
-        self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+        self.track_losses("gen_loss", "disc_loss", "adversarial", "cycle", "identity", "l1")
 
     def networks(self):
         return {"gen_ab": self.gen_ab, "gen_ba": self.gen_ba, "disc_a": self.disc_a,

@@ -58,13 +58,7 @@ class VAEGAN(MeanCodeSwap, SwapMethod):
         self.disc_a = build_discriminator(config, "disc_a")
         self.disc_b = build_discriminator(config, "disc_b")
         self.loss_weights = losses.reconstruction_weights(config, self.output_size, template)
-        names = ("enc_loss", "dec_loss", "disc_loss", "feature", "kl", "l1")
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
-        self.built = True
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
+        self.track_losses("enc_loss", "dec_loss", "disc_loss", "feature", "kl", "l1")
 
     def networks(self):
         return {"encoder": self.encoder, "decoder_a": self.decoder_a, "decoder_b": self.decoder_b,
