@@ -33,7 +33,10 @@ import urllib.request
 
 import av
 
-from swapstream.faces.files import write_text
+if __package__:  # python -m bench.client_retry
+    from bench.report import print_report
+else:  # python bench/client_retry.py: this folder is sys.path[0]
+    from report import print_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -250,11 +253,7 @@ def main() -> int:
         print(json.dumps(storm_worker(args.mode, args.server, args.model, args.frames, args.size)))
         return 0
     report = drain(args) if args.what == "drain" else storm(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        write_text(args.json, text + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import grpc
 import numpy as np
 from hypothesis import HealthCheck, given, seed, settings
 
-from swapstream.faces.files import write_text
+from bench.report import print_report
 from swapstream.faces.wire import MODEL_METADATA_KEY
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 from tests import fuzz_cases
@@ -238,11 +237,7 @@ def main() -> int:
                 report["bombs"] = bombs(server)
             finally:
                 server.stop()
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        write_text(args.json, text + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

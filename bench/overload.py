@@ -16,7 +16,6 @@ preset's swap path (64 px), random weights. Frames: synthetic faces, JPEG.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -28,8 +27,8 @@ import grpc
 import numpy as np
 
 from bench.fuzz_server import ServerProcess
+from bench.report import print_report
 from swapstream.clients.stream import windowed_replies
-from swapstream.faces.files import write_text
 from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 from tests.server_fixtures import face_frames, jpeg, write_autoencoder_model
@@ -196,11 +195,7 @@ def main() -> int:
         report["metrics_cost"] = metrics_cost(models, frames, args.window, args.rounds)
         if args.control:
             report["metrics_cost_control"] = metrics_cost(models, frames, args.window, args.rounds, control=True)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        write_text(args.json, text + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,11 @@ import time
 
 import av
 
+if __package__:  # python -m bench.stream_fps
+    from bench.report import print_report
+else:  # python bench/stream_fps.py, or imported by client_retry's child: this folder is on sys.path
+    from report import print_report
+
 
 def load_before(root: str) -> None:
     """Make swapstream.faces / swapstream.clients the packages under `root` (an older checkout)."""
@@ -232,13 +237,7 @@ def main() -> int:
     for r in runs:
         if "output" in r and r["output"]["audio_s"] is not None and source["audio_s"]:
             r["output"]["audio_diff_ms"] = round(1000 * (r["output"]["audio_s"] - source["audio_s"]), 1)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        from swapstream.faces.files import write_text  # late: load_before may swap in an older swapstream.faces
-
-        write_text(args.json, text + "\n")
-    return 0
+    return print_report(report, args.json)
 
 
 if __name__ == "__main__":
