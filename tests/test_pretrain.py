@@ -93,6 +93,25 @@ def test_fit_check_names_the_network_fields_that_differ(tmp_path):
         prior.check_fits("conv-vae", tiny)
 
 
+def test_the_shipped_demo_prior_fits_the_demo_preset_and_leaves_out_the_demo_pair():
+    import os
+
+    from swapstream.clients.demo import IDENTITY_A, IDENTITY_B, PRIOR_NAME, TRAIN_PRESET
+    from swapstream.faces.align import AlignTemplate
+    from swapstream.trainer.config import template_dict
+    from swapstream.trainer.prior import shipped_prior
+
+    path = shipped_prior(PRIOR_NAME)
+    assert path is not None, "trainer/priors/demo-ae.npz is missing"
+    assert os.path.getsize(path) <= 25e6
+    prior = read_prior(path)
+    # A change of the demo preset's networks or of the default framing needs a new prior (docs/pretrain.md).
+    prior.check_fits("ae", preset_config("ae", TRAIN_PRESET))
+    prior.check_framing(template_dict(AlignTemplate()))
+    identities = set(prior.meta["identities"])
+    assert len(identities) >= 50 and not identities & {IDENTITY_A, IDENTITY_B}
+
+
 # --------------------------------------------------------------- training (TensorFlow)
 
 keras = pytest.importorskip("keras")
@@ -219,3 +238,4 @@ def test_train_init_refuses_a_prior_that_does_not_fit(tmp_path, sets, capsys):
     assert train_main([*argv, "--out", str(tmp_path / "r2"), "--init", str(tmp_path / "missing.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
