@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+from swapstream.faces.files import write_text
+
 
 def time_folder(folder: str, devices: list[str], batches: list[int], repeats: int) -> list[dict]:
     """Rows (model, precision, device, provider, batch, ms per call, ms per face, faces/s)."""
@@ -86,11 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows)
     print(table)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=2)
+        write_text(args.json, json.dumps(rows, indent=2))
     if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as fh:
-            fh.write(table)
+        write_text(args.markdown, table)
     return 0
 
 

@@ -33,6 +33,7 @@ from swapstream.clients.stream import (
 )
 from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
+from swapstream.faces.files import write_text
 from swapstream.v1 import swap_pb2
 
 PROG = "swapstream bench"
@@ -233,12 +234,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{report['transport']}")
         print(table)
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                json.dump(report, fh, indent=2)
+            write_text(args.json, json.dumps(report, indent=2))
         if args.markdown:
-            with open(args.markdown, "w", encoding="utf-8") as fh:
-                fh.write(f"model `{report['model']}` ({report['provider']}), {report['frame_size']}x"
-                         f"{report['frame_size']} frames, {report['transport']}\n\n{table}")
+            write_text(args.markdown, f"model `{report['model']}` ({report['provider']}), {report['frame_size']}x"
+                                      f"{report['frame_size']} frames, {report['transport']}\n\n{table}")
         return 0
 
     return run_cli(body, PROG)
