@@ -82,28 +82,35 @@ def score(run_dir: str, sources: np.ndarray, truth: np.ndarray) -> dict:
     return {"ssim": float(ev.ssim(swapped, out_truth, mask).mean()),
             "psnr": float(ev.psnr(swapped, out_truth, mask).mean()),
             "steps": summary["step"], "training_seconds": summary["training_seconds"],
+            "init": (summary.get("init") or {}).get("path"),
             "images_per_second": summary["images_per_second"], "retries": len(summary.get("retries", []))}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the arms and print one table (and --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prior", required=True, help="prior from `swapstream pretrain` (fits --preset)")
+    parser.add_argument("--prior", help="prior from `swapstream pretrain` (fits --preset) for the arm `init`")
     parser.add_argument("--minutes", type=float, default=9.0, help="training minutes of each arm (default 9)")
+    parser.add_argument("--steps", type=int, help="train each arm this many steps instead (the same compute "
+                                                  "whatever else the CPU runs)")
     parser.add_argument("--preset", default="demo", help="ae preset of both arms (default demo)")
     parser.add_argument("--work", default="/tmp/prior_gain", help="folder for data and runs")
-    parser.add_argument("--arms", default="scratch,init", help="comma-separated: scratch, init")
+    parser.add_argument("--arms", default="scratch,init",
+                        help="comma-separated: scratch (no prior), init (--prior), NAME=PRIOR.npz (that prior)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     paths = prepare(args.work)
     results = {}
-    for arm in args.arms.split(","):
+    for spec in args.arms.split(","):
+        arm, _, prior = spec.partition("=")
+        prior = prior or (args.prior if arm == "init" else "")
         run = os.path.join(args.work, f"run-{arm}")
         if not os.path.isfile(os.path.join(run, "summary.json")):
-            extra = ["--init", args.prior] if arm == "init" else []
+            extra = ["--init", prior] if prior else []
+            budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
             started = time.time()
             swapstream("train", "--method", "ae", "--preset", args.preset, "--a", paths["a"], "--b", paths["b"],
-                       "--out", run, "--minutes", str(args.minutes), "--retries", "2", "--no-progress", *extra)
+                       "--out", run, *budget, "--retries", "2", "--no-progress", *extra)
             print(f"{arm}: trained in {time.time() - started:.0f} s", file=sys.stderr)
         results[arm] = run
 
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     clip = load_faceset(paths["clip_set"])
     truth = truth_crops(clip, paths["truth"])
-    figures = {"prior": os.path.abspath(args.prior), "minutes": args.minutes, "preset": args.preset,
+    figures = {"prior": args.prior and os.path.abspath(args.prior), "minutes": args.minutes, "steps": args.steps,
+               "preset": args.preset,
                "clip_faces": len(clip), "arms": {}}
     for arm, run in results.items():
         figures["arms"][arm] = score(run, clip.faces, truth)
