@@ -100,6 +100,19 @@ def test_size_the_network_cannot_take_is_refused(name, size):
         preset_config(name, "tiny", size=size)
 
 
+@pytest.mark.parametrize("name", UPSCALED)
+def test_the_2x_head_starts_as_nearest_neighbour_upsampling(name):
+    """ICNR: before training, the four sub-pixels of each output 2x2 block are equal (no fixed
+    sub-pixel grain), and training can still tell them apart (the kernels are separate weights)."""
+    method = build_method(name, preset_config(name, "tiny"))
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    y = np.asarray(method.inference_model("a2b")(x)).reshape(2, 32, 2, 32, 2, 3)
+    assert np.abs(y - y[:, :, :1, :, :1]).max() < 1e-6
+    assert y.std() > 1e-3  # not a constant image
+    head = [w for w in method.decoder_b.trainable_weights if len(w.shape) == 4 and tuple(w.shape)[-1] == 12]
+    assert len(head) == 1 and tuple(head[0].shape)[:2] == (5, 5)
+
+
 def test_upscale_is_1_or_2_and_old_configs_keep_output_equal_to_input():
     import dataclasses
 

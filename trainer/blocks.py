@@ -62,11 +62,23 @@ def to_image(x, dtype: str, activation: str = "sigmoid", kernel: int = 5, name: 
     return layers.Activation(activation, dtype="float32")(x)
 
 
+def icnr(conv: layers.Conv2D, factor: int) -> None:
+    """Initialise a built pixel-shuffle convolution so that its factor^2 sub-pixels start equal
+    (ICNR, Aitken et al. 2017): it begins as nearest-neighbour upsampling of one random
+    convolution, so the first images carry no fixed sub-pixel grain for training to undo."""
+    kernel = conv.kernel.numpy()
+    channels = kernel.shape[-1] // (factor * factor)
+    # depth_to_space puts channel (i * factor + j) * C + c at sub-pixel (i, j), colour c.
+    conv.kernel.assign(np.tile(kernel[..., :channels], (1, 1, 1, factor * factor)))
+
+
 def to_image_upscaled(x, dtype: str, factor: int = 2, kernel: int = 5, name: str | None = None):
-    """Pixel-shuffle output head: one convolution to 3 * factor^2 channels, then depth-to-space,
-    so the image comes out `factor` times the side of `x` (DeepFaceLab SAEHD's "-d" head: the
-    decoder runs at half the output side); sigmoid in float32."""
-    x = layers.Conv2D(3 * factor * factor, kernel, padding="same", dtype=dtype, name=name)(x)
+    """Pixel-shuffle output head: one convolution to 3 * factor^2 channels (ICNR-initialised),
+    then depth-to-space, so the image comes out `factor` times the side of `x` (DeepFaceLab
+    SAEHD's "-d" head: the decoder runs at half the output side); sigmoid in float32."""
+    conv = layers.Conv2D(3 * factor * factor, kernel, padding="same", dtype=dtype, name=name)
+    x = conv(x)
+    icnr(conv, factor)
     x = ops.depth_to_space(x, factor)
     return layers.Activation("sigmoid", dtype="float32")(x)
 
