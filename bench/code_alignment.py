@@ -14,14 +14,19 @@ Methods with a shared encoder: `ae` (its dense code), `vae`, `conv-vae`, `vae-ga
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
-from swapstream.faces.faceset import load_faceset, resize_faces
+from swapstream.faces.faceset import resize_faces
+from swapstream.faces.files import write_text
 from swapstream.trainer.evaluate import code_alignment
+
+if __package__:  # python -m bench.code_alignment
+    from bench import synthetic_pair
+else:  # python bench/code_alignment.py: this folder is sys.path[0]
+    import synthetic_pair
 
 
 def codes_of(method, faces: np.ndarray) -> np.ndarray:
@@ -40,20 +45,9 @@ def codes_of(method, faces: np.ndarray) -> np.ndarray:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run")
-    parser.add_argument("a")
-    parser.add_argument("b")
-    parser.add_argument("--json", help="write the table as JSON here too")
-    args = parser.parse_args()
-    from swapstream.trainer.runs import load_run
-
-    method = load_run(args.run)
+    args = synthetic_pair.arguments(__doc__).parse_args()
+    method, sets = synthetic_pair.load(args)
     size = method.config.size
-    sets = [load_faceset(p) for p in (args.a, args.b)]
-    for path, fs in zip((args.a, args.b), sets):
-        if "pose" not in fs.extra:
-            raise SystemExit(f"{path} has no pose parameters: use a synthetic face set")
     names = [str(n) for n in sets[0].extra["pose_names"]]
     codes = [codes_of(method, resize_faces(fs.faces, size)) for fs in sets]
     poses = [fs.extra["pose"].astype(np.float64) for fs in sets]
@@ -63,8 +57,7 @@ def main() -> int:
     for name, row in table.items():
         print(f"{name:<12} {row['transfer_r']:>10.2f} {row['within_a_r']:>10.2f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"run": args.run, "step": method.step, "probes": table}, fh, indent=2)
+        write_text(args.json, json.dumps({"run": args.run, "step": method.step, "probes": table}, indent=2))
     return 0
 
 

@@ -19,14 +19,18 @@ A->B outputs beside each.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 
-from swapstream.faces.faceset import load_faceset, resize_faces
-from swapstream.faces.files import write_png
+from swapstream.faces.faceset import resize_faces
+from swapstream.faces.files import write_png, write_text
 from swapstream.trainer import evaluate as ev
+
+if __package__:  # python -m bench.expression_carried
+    from bench import synthetic_pair
+else:  # python bench/expression_carried.py: this folder is sys.path[0]
+    import synthetic_pair
 
 
 def outputs_of(method, faces: np.ndarray) -> dict[str, np.ndarray]:
@@ -51,22 +55,12 @@ def write_sheet(path: str, columns: list[np.ndarray], picks: list[int], tile: in
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run")
-    parser.add_argument("a")
-    parser.add_argument("b")
+    parser = synthetic_pair.arguments(__doc__)
     parser.add_argument("--png", help="write the most closed-eyed and open-mouthed faces with their outputs here")
-    parser.add_argument("--json", help="write the table as JSON here too")
     parser.add_argument("--seed", type=int, default=0, help="seed of the judge (default 0)")
     args = parser.parse_args()
-    from swapstream.trainer.runs import load_run
-
-    method = load_run(args.run)
+    method, sets = synthetic_pair.load(args)
     size = method.config.size
-    sets = [load_faceset(p) for p in (args.a, args.b)]
-    for path, fs in zip((args.a, args.b), sets):
-        if not ev.is_synthetic(fs):
-            raise SystemExit(f"{path} carries no pose parameters (not a synthetic face set)")
     ids = [ev.identity_of(sets[0]), ev.identity_of(sets[1]), *ev.EXTRA_JUDGE_IDENTITIES[:2]]
     judge = ev.train_pose_regressor(sets, ids, size=size, seed=args.seed)
     true = ev.pose_columns(sets[0], judge.names)
@@ -85,8 +79,8 @@ def main() -> int:
         picks = [*np.argsort(-true[:, cols.index("blink")])[:3], *np.argsort(-true[:, cols.index("mouth_open")])[:2]]
         write_sheet(args.png, list(images.values()), picks)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"run": args.run, "method": method.method_name, "faces": len(x), "r": table}, fh, indent=2)
+        write_text(args.json, json.dumps({"run": args.run, "method": method.method_name, "faces": len(x), "r": table},
+                                         indent=2))
     return 0
 
 
