@@ -29,6 +29,7 @@ import numpy as np
 from swapstream.faces.align import Aligner, AlignTemplate, pass_through, rescale
 from swapstream.faces.crop import crop_face, paste_back
 from swapstream.faces.detect import HaarDetector
+from swapstream.faces.files import write_text
 from swapstream.faces.judge import FaceJudge, face_detail
 from swapstream.faces.regions import FACE_ELLIPSE, blend_mask
 from swapstream.faces.video import VideoReader
@@ -115,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in result["ellipse"].items():
         print(f"face ellipse {k}: " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2)
+        write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 

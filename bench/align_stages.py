@@ -24,6 +24,7 @@ import time
 import cv2
 
 from swapstream.faces import watermark as wm
+from swapstream.faces.files import write_text
 from swapstream.faces.video import VideoReader
 from swapstream.server.pipeline import PipelineConfig, StreamSettings, SwapPipeline
 from swapstream.server.registry import ModelRegistry
@@ -102,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {label} | " + " | ".join(f"{mean[s]:.2f} ({med[s]:.2f})" for s in (*STAGES, "sum", "wall"))
               + f" | {mean['faces']:.2f} | {med['detect_full']:.2f} / {med['detect_between']:.2f} |")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"video": args.video, "frames": len(frames), "rounds": args.rounds, "ms": report}, fh, indent=2)
+        summary = {"video": args.video, "frames": len(frames), "rounds": args.rounds, "ms": report}
+        write_text(args.json, json.dumps(summary, indent=2))
     return 0
 
 

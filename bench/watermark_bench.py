@@ -30,6 +30,7 @@ import numpy as np
 from swapstream.clients.verify import MAX_BIT_DIFF, model_for
 from swapstream.faces import watermark as wm
 from swapstream.faces.detect import HaarDetector
+from swapstream.faces.files import write_text
 from swapstream.server.tracking import FaceTracker
 
 PAYLOAD = wm.model_id("bench-model", "0" * 64)
@@ -222,8 +223,7 @@ def main() -> int:
     }
     print(json.dumps({k: v for k, v in report.items() if k != "per_video"}, indent=1))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=1)
+        write_text(args.json, json.dumps(report, indent=1))
     return 0
 
 
