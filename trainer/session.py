@@ -176,6 +176,8 @@ def train_run(req: TrainRequest, strategy: tf.distribute.Strategy | None = None)
         prior.check_fits(cfg.method, cfg.model)
     input_size, output_size = cfg.io_sizes
     pair = load_face_pair(cfg.data.a, cfg.data.b, output_size)
+    if prior is not None:
+        prior.check_framing(template_dict(pair.template))
     if not req.resume:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(
             cfg.data, margin=pair.margin, faces_a=len(pair.faces_a), faces_b=len(pair.faces_b),
