@@ -7,6 +7,7 @@ face region visibly changes and everything else must stay as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -206,3 +207,26 @@ def write_autoencoder_model(model_dir: str, size: int = 64, margin: float = 0.2,
                                            crop_margin=margin, output_size=out if upscale > 1 else None,
                                            align_template=template))
     return model_dir
+
+
+def negative_models(tmp_path_factory, **model_kwargs) -> str:
+    """A models folder holding one negative model named `neg` (32 px unless told otherwise)."""
+    root = tmp_path_factory.mktemp("models")
+    write_negative_model(str(root / "neg"), **{"size": 32, **model_kwargs})
+    return str(root)
+
+
+@contextlib.contextmanager
+def serving_stub(models_dir: str, **server_kwargs):
+    """A real server on a free loopback port (CPU) and a stub on an open channel: yields (stub, channel)."""
+    import grpc
+
+    from swapstream.server.service import run_server
+    from swapstream.v1 import swap_pb2_grpc
+
+    with run_server(models_dir, 0, device="cpu", **server_kwargs) as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            yield swap_pb2_grpc.FaceSwapStub(channel), channel
+        finally:
+            channel.close()

@@ -9,7 +9,7 @@ import pytest
 from swapstream.clients import bench, stream
 from swapstream.faces.video import VideoReader, VideoWriter
 from swapstream.server.service import run_server
-from tests.server_fixtures import face_frames, write_negative_model
+from tests.server_fixtures import face_frames, negative_models
 
 FPS = 12.5
 W, H = 256, 192
@@ -17,9 +17,7 @@ W, H = 256, 192
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("models")
-    write_negative_model(str(root / "neg"), size=32)
-    return str(root)
+    return negative_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from swapstream.faces.crop import square_box
 from swapstream.faces.detect import Box
 from swapstream.server.service import run_server
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
-from tests.server_fixtures import face_frames, jpeg, unjpeg, write_negative_model
+from tests.server_fixtures import face_frames, jpeg, negative_models, serving_stub, unjpeg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARGIN = 0.2
@@ -28,9 +28,7 @@ MAX_MESSAGE = 1 << 20
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("models")
-    write_negative_model(str(root / "neg"), size=32, margin=MARGIN)
-    return str(root)
+    return negative_models(tmp_path_factory, margin=MARGIN)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +39,8 @@ def frames() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def server(models_dir):
-    with run_server(models_dir, 0, max_streams=4, max_message_bytes=MAX_MESSAGE, device="cpu") as port:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        yield swap_pb2_grpc.FaceSwapStub(channel), channel
-        channel.close()
+    with serving_stub(models_dir, max_streams=4, max_message_bytes=MAX_MESSAGE) as served:
+        yield served
 
 
 def _frames_msgs(images, model="neg", start=0):

@@ -18,7 +18,15 @@ from swapstream.server.cli import build_parser, main, read_token
 from swapstream.server.pipeline import PipelineConfig, PixelBudget
 from swapstream.server.service import run_server
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
-from tests.server_fixtures import face_frames, jpeg, jpeg_header_bomb, png_bomb, png_header_bomb, write_negative_model
+from tests.server_fixtures import (
+    face_frames,
+    jpeg,
+    jpeg_header_bomb,
+    negative_models,
+    png_bomb,
+    png_header_bomb,
+    serving_stub,
+)
 
 MAX_MESSAGE = 1 << 20
 INVALID = grpc.StatusCode.INVALID_ARGUMENT.value[0]
@@ -27,9 +35,7 @@ TIMEOUTS = PipelineConfig(first_frame_timeout=0.5, idle_timeout=0.5)
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("models")
-    write_negative_model(str(root / "neg"), size=32)
-    return str(root)
+    return negative_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +45,8 @@ def frames() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stub(models_dir):
-    with run_server(models_dir, 0, max_streams=4, max_message_bytes=MAX_MESSAGE, device="cpu") as port:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        yield swap_pb2_grpc.FaceSwapStub(channel)
-        channel.close()
+    with serving_stub(models_dir, max_streams=4, max_message_bytes=MAX_MESSAGE) as (served, _):
+        yield served
 
 
 def _frame(index: int, data: bytes, encoding=swap_pb2.JPEG, **kw) -> swap_pb2.Frame:

@@ -21,7 +21,7 @@ from swapstream.clients.stream import RetryPolicy, StreamIncomplete, SwapClient
 from swapstream.faces.video import VideoReader
 from swapstream.server.registry import ModelRegistry
 from swapstream.server.service import SwapServer
-from tests.server_fixtures import face_frames, write_negative_model
+from tests.server_fixtures import face_frames, negative_models
 from tests.video_fixtures import make_clip, probe
 
 N = 60
@@ -31,9 +31,7 @@ FAST = RetryPolicy(attempts=6, initial_backoff=0.05, max_backoff=0.5, connect_ti
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("models")
-    write_negative_model(str(root / "neg"), size=32)
-    return str(root)
+    return negative_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
