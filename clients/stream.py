@@ -46,7 +46,7 @@ from swapstream.faces.wire import (
 )
 
 # isort: split
-from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.cliutil import ArgumentParser, read_secret_file, run_cli
 from swapstream.faces.errors import InputError, VideoError
 from swapstream.faces.video import VideoReader, VideoWriter, is_webcam
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
@@ -711,14 +711,7 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
     """The bearer token from --token or --token-file (whitespace around it stripped)."""
     if token_file is None:
         return token
-    try:
-        with open(token_file, encoding="utf-8") as fh:
-            value = fh.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}") from exc
-    if not value or any(c in value for c in "\r\n"):
-        raise InputError(f"--token-file {token_file} must hold one non-empty line")
-    return value
+    return read_secret_file(token_file, "--token-file")
 
 
 def add_token_arguments(p: ArgumentParser) -> None:

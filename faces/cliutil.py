@@ -29,3 +29,17 @@ def run_cli(body: Callable[[], int], prog: str) -> int:
         return EXIT_ERROR
     except SystemExit as exc:  # argparse --help
         return int(exc.code or 0)
+
+
+def read_secret_file(path: str, flag: str) -> str:
+    """The first line of a secret file given on the command line (a token, a key), stripped; a
+    file keeps the secret out of the process list. InputError for an unreadable or empty file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise InputError(f"cannot read {flag} {path}: {why}") from None
+    if not secret:
+        raise InputError(f"{flag} {path} is empty")
+    return secret

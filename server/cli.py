@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from swapstream.faces.cliutil import ArgumentParser, run_cli
+from swapstream.faces.cliutil import ArgumentParser, read_secret_file, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.server.pipeline import PipelineConfig
 from swapstream.server.registry import ModelRegistry
@@ -89,15 +89,7 @@ def build_parser() -> ArgumentParser:
 def read_token(args) -> str | None:
     """The bearer token from --token-file, --token or $SWAPSTREAM_TOKEN (in that order); None = no auth."""
     if args.token_file is not None:
-        try:
-            with open(args.token_file, encoding="utf-8") as fh:
-                token = fh.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise InputError(f"cannot read --token-file {args.token_file}: {why}") from None
-        if not token:
-            raise InputError(f"--token-file {args.token_file} is empty")
-        return token
+        return read_secret_file(args.token_file, "--token-file")
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
     if token is not None and not token.strip():
         raise InputError("--token must not be empty")

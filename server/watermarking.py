@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from swapstream.faces import watermark as wm
+from swapstream.faces.cliutil import read_secret_file
 from swapstream.faces.detect import Box
-from swapstream.faces.errors import InputError
 from swapstream.server.registry import LoadedModel
 
 KEY_ENV = "SWAPSTREAM_WATERMARK_KEY"  # the same variable `swapstream verify` reads
@@ -37,15 +37,7 @@ def read_watermark_key(key_file: str | None) -> tuple[str, str]:
     """(key, where it came from): the first line of `key_file`, $SWAPSTREAM_WATERMARK_KEY, else
     the public key. InputError for an unreadable or empty key file."""
     if key_file is not None:
-        try:
-            with open(key_file, encoding="utf-8") as fh:
-                key = fh.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise InputError(f"cannot read --watermark-key-file {key_file}: {why}") from None
-        if not key:
-            raise InputError(f"--watermark-key-file {key_file} is empty")
-        return key, "key file"
+        return read_secret_file(key_file, "--watermark-key-file"), "key file"
     if os.environ.get(KEY_ENV, "").strip():
         return os.environ[KEY_ENV].strip(), KEY_ENV
     return wm.PUBLIC_KEY, "public key"
