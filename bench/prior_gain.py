@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from swapstream.faces.files import write_json
+
 IDENTITY_A, IDENTITY_B = 1, 4  # clients/demo.py's pair
 
 
@@ -86,6 +88,25 @@ def score(run_dir: str, sources: np.ndarray, truth: np.ndarray) -> dict:
             "images_per_second": summary["images_per_second"], "retries": len(summary.get("retries", []))}
 
 
+def train_arms(args, set_a: str, set_b: str) -> dict[str, str]:
+    """Train every arm of `args.arms` (scratch, init, NAME=PRIOR.npz) on one pair at one budget; arm -> run
+    folder under `args.work` (a finished run is reused)."""
+    runs = {}
+    for spec in args.arms.split(","):
+        arm, _, prior = spec.partition("=")
+        prior = prior or (args.prior if arm == "init" else "")
+        run = os.path.join(args.work, f"run-{arm}")
+        if not os.path.isfile(os.path.join(run, "summary.json")):
+            extra = ["--init", prior] if prior else []
+            budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
+            started = time.time()
+            swapstream("train", "--method", "ae", "--preset", args.preset, "--a", set_a, "--b", set_b, "--out", run,
+                       *budget, "--retries", "2", "--no-progress", *extra)
+            print(f"{arm}: trained in {time.time() - started:.0f} s", file=sys.stderr)
+        runs[arm] = run
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the arms and print one table (and --json)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,19 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     paths = prepare(args.work)
-    results = {}
-    for spec in args.arms.split(","):
-        arm, _, prior = spec.partition("=")
-        prior = prior or (args.prior if arm == "init" else "")
-        run = os.path.join(args.work, f"run-{arm}")
-        if not os.path.isfile(os.path.join(run, "summary.json")):
-            extra = ["--init", prior] if prior else []
-            budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
-            started = time.time()
-            swapstream("train", "--method", "ae", "--preset", args.preset, "--a", paths["a"], "--b", paths["b"],
-                       "--out", run, *budget, "--retries", "2", "--no-progress", *extra)
-            print(f"{arm}: trained in {time.time() - started:.0f} s", file=sys.stderr)
-        results[arm] = run
+    results = train_arms(args, paths["a"], paths["b"])
 
     from swapstream.trainer.tf_quiet import import_tensorflow
 
@@ -141,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['retries']} |")
     print(f"| source copy | | {figures['source_copy']['ssim']:.3f} | {figures['source_copy']['psnr']:.2f} | | |")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(figures, fh, indent=2)
+        write_json(args.json, figures)
     return 0
 
 

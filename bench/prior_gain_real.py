@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 
+from swapstream.faces.files import write_json
 
-def swapstream(*args: str) -> None:
-    """Run one `swapstream` subcommand as a user would; stop on failure."""
-    print(f"$ swapstream {' '.join(args)}", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "swapstream.clients.cli", *args], check=True)
+try:  # run as `python -m bench.prior_gain_real` or as `python bench/prior_gain_real.py`
+    from bench.prior_gain import swapstream, train_arms
+except ImportError:
+    from prior_gain import swapstream, train_arms
 
 
 def swapped_frames(run_dir: str, frames: list[np.ndarray], clip_set) -> list[np.ndarray]:
@@ -74,19 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         swapstream("extract", args.a, "--out", set_a, "--every", "2", "--quiet")
         swapstream("extract", args.b, "--out", set_b, "--every", "2", "--quiet")
         swapstream("extract", args.a, "--out", clip, "--every", "1", "--dedup", "0", "--min-sharpness", "0", "--quiet")
-    runs = {}
-    for spec in args.arms.split(","):
-        arm, _, prior = spec.partition("=")
-        prior = prior or (args.prior if arm == "init" else "")
-        run = os.path.join(args.work, f"run-{arm}")
-        if not os.path.isfile(os.path.join(run, "summary.json")):
-            extra = ["--init", prior] if prior else []
-            budget = ["--steps", str(args.steps)] if args.steps else ["--minutes", str(args.minutes)]
-            started = time.time()
-            swapstream("train", "--method", "ae", "--preset", args.preset, "--a", set_a, "--b", set_b, "--out", run,
-                       *budget, "--retries", "2", "--no-progress", *extra)
-            print(f"{arm}: trained in {time.time() - started:.0f} s", file=sys.stderr)
-        runs[arm] = run
+    runs = train_arms(args, set_a, set_b)
 
     from swapstream.trainer.tf_quiet import import_tensorflow
 
@@ -111,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "retries": len(summary.get("retries", []))}
         print(f"{arm} ({summary['step']} steps): {format_line(result)}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(figures, fh, indent=2)
+        write_json(args.json, figures)
     return 0
 
 

@@ -22,6 +22,7 @@ import json
 import sys
 import time
 
+from swapstream.faces.files import write_json
 from swapstream.trainer.tf_quiet import import_tensorflow
 
 import_tensorflow()  # before the modules below import it
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(markdown(rows))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=2)
+        write_json(args.json, rows)
     return 0
 
 
