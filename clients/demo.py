@@ -39,9 +39,10 @@ IDENTITY_A, IDENTITY_B = 1, 4
 MODEL_NAME = "demo-ae"
 # `ae`'s preset made for this demo's few CPU minutes (trainer/methods/ae_defaults.py).
 TRAIN_PRESET = "demo"
-# The prior `swapstream pretrain` made for that preset on synthetic identities other than the
-# demo's two (trainer/priors/, docs/pretrain.md); used with --init when it is there.
-PRIOR_NAME = "demo-ae.npz"
+# The priors `swapstream pretrain` made for that preset (trainer/priors/, docs/pretrain.md): on
+# synthetic identities other than the demo's two, and on real clips other than person1/person2
+# (for --a/--b); used with `train --init` when there.
+PRIOR_NAME, REAL_PRIOR_NAME = "demo-ae.npz", "real-ae.npz"
 # The side the swapped face is cut at for its SSIM: the demo model's output side.
 QUALITY_FACE_SIDE = 128
 
@@ -222,10 +223,10 @@ def quality_lines(quality: dict) -> list[str]:
     return lines
 
 
-def _shipped_prior() -> str | None:
+def _shipped_prior(name: str) -> str | None:
     from swapstream.trainer.prior import shipped_prior  # numpy only: no TensorFlow here
 
-    return shipped_prior(PRIOR_NAME)
+    return shipped_prior(name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-frames", type=int, default=150,
                         help="frames of the synthetic clip streamed (default 150)")
     parser.add_argument("--size", type=int, default=512, help="side of the synthetic clip streamed (default 512)")
-    parser.add_argument("--no-prior", action="store_true",
-                        help="train from scratch even where a prior for the demo preset is shipped")
+    parser.add_argument("--init", metavar="PRIOR",
+                        help=f"prior to start from: a file from `swapstream pretrain`, or 'none' (default: the "
+                             f"shipped {PRIOR_NAME} for the synthetic pair, {REAL_PRIOR_NAME} for --a/--b, where "
+                             "shipped)")
     parser.add_argument("--preset", default=TRAIN_PRESET,
                         help=f"the `ae` preset to train (default {TRAIN_PRESET}; the shipped prior fits only it)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
@@ -253,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         for video in (args.a, args.b):
             if video and not os.path.isfile(video):
                 raise InputError(f"video {video} does not exist")
+        if args.init not in (None, "none") and not os.path.isfile(args.init):
+            raise InputError(f"prior {args.init} does not exist")
         start = time.perf_counter()
         out, stage = args.out, Stage()
         data, models = os.path.join(out, "data"), os.path.join(out, "models")
@@ -281,7 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir, ignore_errors=True)
         # The preset's learning rate can collapse on some face sets: a divergence goes back to
         # the last checkpoint at half the rate.
-        prior = None if args.no_prior or args.preset != TRAIN_PRESET or args.settings else _shipped_prior()
+        if args.init is not None:
+            prior = None if args.init == "none" else args.init
+        elif args.preset == TRAIN_PRESET and not args.settings:  # what the shipped priors fit
+            prior = _shipped_prior(REAL_PRIOR_NAME if args.a else PRIOR_NAME)
+        else:
+            prior = None
         init = ["--init", prior] if prior else []
         settings = [arg for item in args.settings for arg in ("--set", item)]
         stage.run(["train", "--method", "ae", "--preset", args.preset, "--a", set_a, "--b", set_b,
