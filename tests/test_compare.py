@@ -200,3 +200,52 @@ def test_missing_face_set_exits_2(sets, tmp_path, capsys):
     rc = cmp.main(["--a", str(tmp_path / "missing.npz"), "--b", sets["b"], "--out", str(tmp_path / "r"),
                    "--steps", "5"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_face_judge_rates_every_method_and_ranks_them(report, comparison):
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["info"]["face_judge"] and metrics["info"]["ranked_by"] == "face judge"
+    refs = metrics["references"]
+    source = refs["source copy"]["face_judge"]["mean"]
+    # The unswapped frames: transfer 0, r 1, MAE 0 and detail 1 by construction.
+    assert source["face_found"] == 1.0 and source["transfer"] == pytest.approx(0.0, abs=1e-3)
+    assert source["mouth_r"] == pytest.approx(1.0) and source["eyes_mae"] == pytest.approx(0.0)
+    assert source["detail"] == pytest.approx(1.0)
+    assert refs["target faces"]["face_judge_target"]["mean"]["transfer"] == pytest.approx(1.0, abs=1e-3)
+    truth = refs["ground truth"]["face_judge"]["mean"]
+    assert truth["transfer"] > 0.3 and truth["nearer_target"] > 0.7
+    # A 64 px output pasted into the frame keeps less detail than the frame itself.
+    ceiling = metrics["face_judge_ceilings"]["ceiling 64 px"]["mean"]
+    assert ceiling["detail"] < 0.9 and ceiling["transfer"] < 0.3
+    for m in ("ae", "vae"):
+        fj = metrics["methods"][m]["face_judge"]
+        assert fj["a2b"]["frames"] == len(metrics["held_out"]["a"])
+        assert fj["b2a"]["frames"] == len(metrics["held_out"]["b"])
+        assert 0.0 <= fj["mean"]["face_found"] <= 1.0
+    assert {row["judge"] for row in metrics["ranking"]} == {"face judge"}
+    text = (report / "report.md").read_text()
+    assert "## Real-face judge" in text and "## Pair-trained judges (extra columns)" in text
+    assert "_ceiling 64 px_" in text
+
+
+def test_ranking_uses_the_face_judge_where_every_method_has_it():
+    def result(p, pres, transfer=None, rs=(0.0, 0.0, 0.0), found=1.0):
+        r = {"identity": {"mean": p, "share_judged_target": p}, "preservation": pres, "preservation_raw": pres}
+        if transfer is not None:
+            row = dict(zip(cmp.FACE_JUDGE_R, rs), transfer=transfer, face_found=found, nearer_target=1.0,
+                       detail=0.3)
+            r["face_judge"] = {"mean": row}
+        return r
+
+    # The pair-trained judges prefer x; the face judge prefers y.
+    by_face = cmp.rank({"x": result(1.0, 1.0, 0.1, (0.2, 0.2, 0.2)), "y": result(0.5, 0.5, 0.9, (0.9, 0.8, 0.7))})
+    assert [r["method"] for r in by_face] == ["y", "x"] and by_face[0]["judge"] == "face judge"
+    assert by_face[0]["score"] == pytest.approx(0.5 * 0.9 + 0.5 * 0.8)
+    assert by_face[1]["pair_score"] == pytest.approx(1.0)
+    # One method without the face judge's figures: all ranked by the pair-trained judges.
+    fallback = cmp.rank({"x": result(1.0, 1.0), "y": result(0.5, 0.5, 0.9, (0.9, 0.8, 0.7))})
+    assert [r["method"] for r in fallback] == ["x", "y"] and fallback[0]["judge"] == "pair-trained judges"
+    # Swaps dlib cannot find as faces score for the share it finds; r and transfer are clipped.
+    assert cmp.face_judge_halves({"transfer": 1.4, "face_found": 0.5, "mouth_r": 1.0, "eyes_r": -1.0,
+                                  "turn_r": None}) == pytest.approx((0.5, 0.0))

@@ -9,6 +9,13 @@ spread over each clip). Every method trains on the training part in its own proc
 (`python -m swapstream.clients.cli train ...`, so one method's TensorFlow state cannot leak into the next),
 then each trained model swaps the held-out faces and is judged:
 
+- by the real-face judge (faces/judge.py: dlib's detector, 68 landmarks and ResNet embedding, not
+  trained on the pair), each swap pasted back into its source frame (trainer/compare_judge.py):
+  identity transfer, mouth/eyes/turn r and MAE, detail ratio, face found. The ranking uses it
+  where dlib is installed and the source videos are there;
+
+and by the pair-trained judges (extra columns; the ranking's fallback):
+
 - identity: a small A-versus-B classifier (trained on the training part; its own held-out
   accuracy is reported) gives P(target identity) of each swapped face;
 - expression/pose preservation: on synthetic sets a pose regressor reads the render parameters
@@ -36,6 +43,7 @@ from swapstream.faces.cliutil import ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.faces.faceset import FaceSet, load_faceset, resize_faces, save_faceset
 from swapstream.faces.files import write_png, write_text
+from swapstream.trainer import compare_judge as cj
 from swapstream.trainer import evaluate as ev
 from swapstream.trainer.methods import METHODS, get_preset, shared_preset_names
 from swapstream.trainer.preset import DEFAULT_PRESET
@@ -73,6 +81,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of faces held out (default 0.2)")
     parser.add_argument("--rows", type=int, default=4, help="faces per identity in grid.png (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the judges (default 0)")
+    parser.add_argument("--face-judge", choices=("auto", "off"), default="auto",
+                        help="auto: rate the swaps with the real-face judge (dlib) where it can run, and rank by "
+                             "it; off: the pair-trained judges only (default auto)")
+    parser.add_argument("--judge-reference-frames", type=int, default=cj.REFERENCE_FRAMES,
+                        help="training frames per identity the real-face judge embeds for its mean "
+                             f"(default {cj.REFERENCE_FRAMES})")
     return parser
 
 
@@ -365,10 +379,34 @@ def judged_size(methods: list[str], preset: str, size: int | None, crop_size: in
     return min(crop_size, max(io_sizes(preset_config(m, preset, size))[1] for m in methods))
 
 
+def output_side(method: str, preset: str, size: int | None) -> int:
+    """The side of the faces `method`'s network draws at this preset (2x its input with the 2x head)."""
+    from swapstream.trainer.methods import preset_config
+    from swapstream.trainer.methods.configs import io_sizes
+
+    return io_sizes(preset_config(method, preset, size))[1]
+
+
+def prepare_face_judge(split_a: Split, split_b: Split, args) -> tuple[cj.FaceJudgeSession | None, str]:
+    """The real-face judge with both held-out sets' frames observed, or (None, why not)."""
+    if args.face_judge == "off":
+        return None, "off (--face-judge off)"
+    log("real-face judge: reading and observing the held-out faces' frames and the reference frames")
+    try:
+        face = cj.prepare({"a": split_a.train, "b": split_b.train}, {"a": split_a.test, "b": split_b.test},
+                          args.judge_reference_frames)
+    except cj.JudgeSkipped as exc:
+        log(f"real-face judge skipped: {exc}")
+        return None, f"skipped: {exc}"
+    log(f"real-face judge ready ({face.seconds:.0f} s)")
+    return face, "dlib"
+
+
 def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, split_b: Split,
-                    judge_size: int | None = None) -> dict:
+                    judge_size: int | None = None, face: cj.FaceJudgeSession | None = None) -> dict:
     """Load a finished run, swap the held-out faces both ways, judge them at `judge_size`
-    (default: the network's output side), time inference."""
+    (default: the network's output side) with the pair-trained judges and, given `face`, with the
+    real-face judge at the network's own output side (pasted into the source frames); time inference."""
     from swapstream.trainer.runs import load_run
 
     model = load_run(run_dir)
@@ -379,12 +417,15 @@ def evaluate_method(method: str, run_dir: str, judges: Judges, split_a: Split, s
     net_ab, net_ba = model.inference_model("a2b"), model.inference_model("b2a")
     swap_ab = np.clip(np.asarray(net_ab.predict(src_a, batch_size=32, verbose=0)), 0.0, 1.0)
     swap_ba = np.clip(np.asarray(net_ba.predict(src_b, batch_size=32, verbose=0)), 0.0, 1.0)
+    face_judge = face.rate({"a2b": swap_ab, "b2a": swap_ba}) if face is not None else None
     swap_ab, swap_ba = resize_faces(swap_ab, judge_size), resize_faces(swap_ba, judge_size)
     result = judge_swaps(judges, ev.as_float(resize_faces(split_a.test.faces, judge_size)), swap_ab,
                          ev.as_float(resize_faces(split_b.test.faces, judge_size)), swap_ba)
     result["inference"] = ev.inference_ms(net_ab, src_a)
     result["size"] = size
     result["output_size"] = out_size
+    if face_judge is not None:
+        result["face_judge"] = face_judge
     summary = ev.read_summary(run_dir)
     result["training"] = training_figures(summary, getattr(model, "progress_metric", "l1"))
     result["swaps"] = {"a2b": ev.as_uint8(swap_ab), "b2a": ev.as_uint8(swap_ba)}  # for the grid, not JSON
@@ -413,15 +454,48 @@ def training_figures(summary: dict, progress_metric: str = "l1") -> dict:
 
 # ---------------------------------------------------------------- ranking and report
 
+FACE_JUDGE_R = ("mouth_r", "eyes_r", "turn_r")
+
+
+def face_judge_halves(row: dict) -> tuple[float, float]:
+    """(identity, expression) in 0..1 from a real-face judge row (the two directions' mean):
+    the identity transfer and the mean of the mouth, eyes and head-turn r, each clipped to 0..1 and
+    multiplied by the share of swaps where dlib found a face at all (a swap that is not a face
+    scores 0, not "no data")."""
+    found = row.get("face_found") or 0.0
+    transfer = row.get("transfer")
+    ident = float(np.clip(transfer if transfer is not None else 0.0, 0.0, 1.0)) * found
+    rs = [row.get(k) for k in FACE_JUDGE_R]
+    expr = float(np.clip(np.mean([r if r is not None else 0.0 for r in rs]), 0.0, 1.0)) * found
+    return ident, expr
+
+
+def pair_score(result: dict) -> float:
+    """The pair-trained judges' score: 0.5 * P(target) + 0.5 * preservation."""
+    return 0.5 * result["identity"]["mean"] + 0.5 * result["preservation"]
+
+
 def rank(methods: dict[str, dict]) -> list[dict]:
     """Score = 0.5 * identity + 0.5 * preservation, best first, with one line of reasoning each.
 
-    Ties (to 3 decimals, e.g. when every method keeps nothing of the source) are broken by the
-    unclipped preservation, then by SSIM against the ground truth where there is one.
+    With the real-face judge's figures on every method (`face_judge`), identity is its transfer
+    and preservation the mean mouth/eyes/turn r (`face_judge_halves`); otherwise the pair-trained
+    judges' P(target) and preservation. Ties (to 3 decimals, e.g. when every method keeps nothing
+    of the source) are broken by the unclipped preservation, then by SSIM against the ground
+    truth where there is one. Each row also carries the pair-trained judges' `pair_score`.
     """
-    rows = [{"method": m, "identity": r["identity"]["mean"], "preservation": r["preservation"],
-             "preservation_raw": r.get("preservation_raw", r["preservation"]),
-             "score": 0.5 * r["identity"]["mean"] + 0.5 * r["preservation"]} for m, r in methods.items()]
+    by_face = bool(methods) and all("face_judge" in r for r in methods.values())
+    rows = []
+    for m, r in methods.items():
+        if by_face:
+            ident, pres = face_judge_halves(r["face_judge"]["mean"])
+            raw = pres
+        else:
+            ident, pres = r["identity"]["mean"], r["preservation"]
+            raw = r.get("preservation_raw", pres)
+        rows.append({"method": m, "identity": ident, "preservation": pres, "preservation_raw": raw,
+                     "score": 0.5 * ident + 0.5 * pres, "pair_score": pair_score(r),
+                     "judge": "face judge" if by_face else "pair-trained judges"})
     rows.sort(key=lambda row: (round(row["score"], 3), round(row["preservation_raw"], 3),
                                methods[row["method"]].get("ssim", {}).get("mean", 0.0)), reverse=True)
     if not rows:
@@ -440,6 +514,21 @@ def _describe(value: float, strong: float, weak: float) -> str:
 
 def _reason(row: dict, best_id: float, best_pres: float, result: dict) -> str:
     ident, pres = row["identity"], row["preservation"]
+    if row["judge"] == "face judge":
+        fj = result["face_judge"]["mean"]
+        parts = [f"nearer the target than the source in {_pct(fj['nearer_target'])} of held-out swaps, identity "
+                 f"transfer {_fmt(fj['transfer'], 2)} ({_describe(ident, 0.8, 0.5)})",
+                 f"{_describe(pres, 0.8, 0.5)} expression (r mouth {_fmt(fj['mouth_r'], 2)}, eyes "
+                 f"{_fmt(fj['eyes_r'], 2)}, turn {_fmt(fj['turn_r'], 2)})",
+                 f"detail {_fmt(fj['detail'], 2)} of the source's"]
+        if fj["face_found"] is not None and fj["face_found"] < 0.99:
+            parts.append(f"dlib finds a face in only {_pct(fj['face_found'])} of its swaps")
+        if ident < 0.3 and pres >= 0.8:
+            parts.append("mostly copies the source instead of swapping")
+        if "ssim" in result:
+            parts.append(f"SSIM to the ground truth {result['ssim']['mean']:.3f}")
+        parts.append(f"pair-trained judges' score {row['pair_score']:.3f}")
+        return "; ".join(parts)
     parts = [f"judged the target in {100 * result['identity']['share_judged_target']:.0f}% of held-out swaps "
              f"(P = {ident:.2f}, {_describe(ident, 0.8, 0.5)})",
              f"keeps {_describe(pres, 0.7, 0.4)} expression/pose ({pres:.2f}"
@@ -459,6 +548,10 @@ def _reason(row: dict, best_id: float, best_pres: float, result: dict) -> str:
     return "; ".join(parts)
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -467,10 +560,76 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def write_report(path: str, info: dict, methods: dict[str, dict], references: dict[str, dict],
-                 ranking: list[dict], failed: dict[str, str]) -> None:
-    """report.md: setup, judges, a table per method (and reference rows), the ranking."""
+FACE_COLUMNS = (("face found", "face_found", 2), ("nearer target", "nearer_target", 2),
+                ("transfer", "transfer", 2), ("same-person target", "same_person_target", 2),
+                ("dist target", "dist_target", 2), ("mouth r", "mouth_r", 2), ("mouth MAE", "mouth_mae", 2),
+                ("eyes r", "eyes_r", 2), ("eyes MAE", "eyes_mae", 2), ("turn r", "turn_r", 2),
+                ("turn MAE", "turn_mae", 2), ("detail", "detail", 2))
+
+
+def face_judge_lines(info: dict, methods: dict[str, dict], references: dict[str, dict], ranking: list[dict],
+                     ceilings: dict[str, dict]) -> list[str]:
+    """The report's real-face judge section: one table (methods, then reference rows) and its notes."""
     synthetic = info["synthetic"]
+    scored = {row["method"]: row for row in ranking}
+    head = ["method", "score", "in -> out px"] + [c[0] for c in FACE_COLUMNS] + (
+        ["SSIM vs truth (face)"] if synthetic else [])
+    lines = ["## Real-face judge (dlib; not trained on the pair)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cells(name: str, row: dict, score: float | None, sizes: str, ssim: float | None) -> str:
+        out = [name, _fmt(score), sizes] + [_fmt(row.get(key), digits) for _, key, digits in FACE_COLUMNS]
+        if synthetic:
+            out.append(_fmt(ssim))
+        return "| " + " | ".join(out) + " |"
+
+    for name, r in methods.items():
+        lines.append(cells(f"**{name}**", r["face_judge"]["mean"], scored[name]["score"],
+                           f"{r['size']} -> {r['output_size']}", r.get("ssim", {}).get("mean")))
+    set_px = str(info["crop_size"])
+    for name, r in references.items():
+        if "face_judge" not in r:
+            continue
+        fj = r["face_judge"]["mean"]
+        lines.append(cells(f"_{name}_", fj, 0.5 * sum(face_judge_halves(fj)),
+                           "frame" if name == "source copy" else set_px, r.get("ssim", {}).get("mean")))
+    if "face_judge_target" in references.get("target faces", {}):
+        fj = references["target faces"]["face_judge_target"]["mean"]
+        lines.append(cells("_target's own frames_", fj, None, "frame", None))
+    for name, r in ceilings.items():
+        lines.append(cells(f"_{name}_", r["mean"], 0.5 * sum(face_judge_halves(r["mean"])), name.split()[1], None))
+    refs = info.get("face_judge_reference_frames", {})
+    lines += [
+        "",
+        "- Each held-out face's swap pasted back into its source frame (aligned sets: the inverse warp with "
+        "the template's blend mask, as the server pastes; no colour transfer), then read by dlib's detector, "
+        "68 landmarks and ResNet embedding (faces/judge.py). Directions A->B and B->A averaged "
+        "(metrics.json `face_judge` has each).",
+        "- transfer: 0 = the held-out source faces' margin d(A) - d(B), 1 = the target's held-out faces' margin; "
+        f"the means of A and B come from {refs.get('a', '?')} and {refs.get('b', '?')} evenly spaced training "
+        "frames. same-person: share under dlib's 0.6 distance to the target's mean. r and MAE (in source "
+        "spreads) of mouth opening, eye openness and head turn against the source frame. detail: Laplacian "
+        "variance inside the source's landmark hull with the face scaled 128 px wide, swap over source.",
+        "- score = 0.5 x transfer + 0.5 x mean of the three r, each clipped to 0..1 and multiplied by the "
+        "share of swaps where dlib finds a face.",
+        "- Reference rows: _source copy_ (the frames unswapped: transfer 0, r 1, detail 1 by construction); "
+        + ("_ground truth_ (the re-rendered perfect swap, pasted like a swap); " if synthetic else "")
+        + "_target faces_ (held-out faces of the target in clip order pasted into the source's frames: the "
+        "chance level of r; the outline and turn stay the source's, since only the face region is pasted); "
+        "_target's own frames_ (identity only: transfer 1 by construction); _ceiling N px_ (each source face "
+        "cut through its crop, resized to N px and pasted back with no network: the best a network drawing "
+        "N px can reach).",
+        "",
+    ]
+    return lines
+
+
+def write_report(path: str, info: dict, methods: dict[str, dict], references: dict[str, dict],
+                 ranking: list[dict], failed: dict[str, str], ceilings: dict[str, dict] | None = None) -> None:
+    """report.md: setup, judges, the real-face judge's table (where it ran), the pair-trained
+    judges' table (methods and reference rows), the ranking."""
+    synthetic = info["synthetic"]
+    face = bool(methods) and all("face_judge" in r for r in methods.values())
     lines = [f"# Method comparison: {info['set_a_name']} (A) vs {info['set_b_name']} (B)", ""]
     lines += [
         f"- Face sets: A `{info['set_a']}` ({info['faces_a']} faces), B `{info['set_b']}` ({info['faces_b']} faces), "
@@ -495,9 +654,14 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
     else:
         lines.append("- Expression/pose preservation proxy (no ground truth): HOG structure RSA over face, eyes "
                      "and mouth (trainer/evaluate.py `structure_rsa`; docs/compare.md says why).")
+    lines.append(f"- Real-face judge: {info.get('face_judge_note', 'not run')}; ranking by the "
+                 f"{ranking[0]['judge'] if ranking else '-'}.")
     lines += ["- Timings come from one run on this machine, which may have been busy with other jobs: "
               "compare them within this table only.", ""]
-    head = ["method", "score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
+    if face:
+        lines += face_judge_lines(info, methods, references, ranking, ceilings or {})
+    lines += ["## Pair-trained judges" + (" (extra columns)" if face else ""), ""]
+    head = ["method", "pair score", "P(target)", "preservation"] + (["(unclipped)"] if synthetic else [])
     if synthetic:
         head += ["SSIM vs truth (face)", "PSNR vs truth (face)", "SSIM (crop)"]
     head += ["structure RSA", "sharpness", "recon. loss", "params (M)", "steps", "train min", "train img/s",
@@ -522,12 +686,12 @@ def write_report(path: str, info: dict, methods: dict[str, dict], references: di
         return "| " + " | ".join(cells) + " |"
 
     for name in methods:
-        lines.append(row_for(f"**{name}**", methods[name], scored[name]["score"]))
+        lines.append(row_for(f"**{name}**", methods[name], scored[name]["pair_score"]))
     for name, r in references.items():
         lines.append(row_for(f"_{name}_", r, 0.5 * r["identity"]["mean"] + 0.5 * r["preservation"]))
     for name, why in failed.items():
         lines.append(f"| **{name}** | failed: {why} |" + " |" * (len(head) - 2))
-    lines += ["", "- score = 0.5 x P(target) + 0.5 x preservation; directions A->B and B->A are averaged "
+    lines += ["", "- pair score = 0.5 x P(target) + 0.5 x preservation; directions A->B and B->A are averaged "
               "(metrics.json has each). Preservation: "
               + ("the pose judge's reading relative to the ground truth's" if synthetic else "the structure RSA")
               + ", clipped to 0..1 (unclipped beside it).",
@@ -619,6 +783,8 @@ def compare(args) -> Comparison:
         raise InputError(f"--minutes-per-method must be > 0, got {args.minutes_per_method}")
     if args.rows < 1:
         raise InputError("--rows must be >= 1")
+    if args.judge_reference_frames < 2:
+        raise InputError(f"--judge-reference-frames must be >= 2, got {args.judge_reference_frames}")
     budget = Budget(args.steps, None if args.steps else (args.minutes_per_method or 10.0))
     out = args.out
     if os.path.exists(out) and not os.path.isdir(out):
@@ -636,6 +802,7 @@ def compare(args) -> Comparison:
 
     failed = train_all(methods, runs, split_a, split_b, budget, args)
     judges = build_judges(split_a, split_b, args.seed)
+    face, face_note = prepare_face_judge(split_a, split_b, args)
 
     results: dict[str, dict] = {}
     ref_size = judged_size(methods, args.preset, args.size, split_a.full.size)
@@ -654,10 +821,23 @@ def compare(args) -> Comparison:
     for ref in references.values():
         ref["preservation"] = preservation_of(ref, truth)
         ref["preservation_raw"] = raw_preservation(ref, truth)
+    ceilings: dict[str, dict] = {}
+    if face is not None:
+        log("real-face judge: the reference rows")
+        references["source copy"]["face_judge"] = face.rate_source()
+        if judges.synthetic:
+            references["ground truth"]["face_judge"] = face.rate({"a2b": judges.truth_ab, "b2a": judges.truth_ba})
+        references["target faces"]["face_judge"] = face.rate(
+            {"a2b": np.resize(split_b.test.faces, split_a.test.faces.shape),
+             "b2a": np.resize(split_a.test.faces, split_b.test.faces.shape)})
+        references["target faces"]["face_judge_target"] = face.rate_target()
+        sides = sorted({output_side(m, args.preset, args.size) for m in methods if m not in failed}, reverse=True)
+        for side in sides:
+            ceilings[f"ceiling {side} px"] = face.rate_ceiling({"a": split_a.test, "b": split_b.test}, side)
     for k, method in enumerate([m for m in methods if m not in failed], 1):
         log(f"judging {method} ({k}/{len(methods) - len(failed)})")
         try:
-            r = evaluate_method(method, os.path.join(runs, method), judges, split_a, split_b, ref_size)
+            r = evaluate_method(method, os.path.join(runs, method), judges, split_a, split_b, ref_size, face)
         except InputError as exc:
             failed[method] = f"cannot load its run: {exc}"
             log(f"{method}: {failed[method]}")
@@ -666,7 +846,9 @@ def compare(args) -> Comparison:
         r["preservation_raw"] = raw_preservation(r, truth)
         results[method] = r
         log(f"{method}: P(target) {r['identity']['mean']:.3f}, preservation {r['preservation']:.3f}"
-            + (f", SSIM {r['ssim']['mean']:.3f}" if "ssim" in r else ""))
+            + (f", SSIM {r['ssim']['mean']:.3f}" if "ssim" in r else "")
+            + (f"; face judge transfer {_fmt(r['face_judge']['mean']['transfer'], 2)}, r mouth/eyes/turn "
+               + "/".join(_fmt(r['face_judge']['mean'][k], 2) for k in FACE_JUDGE_R) if "face_judge" in r else ""))
     ranking = rank(results)
 
     # grid.png
@@ -690,18 +872,22 @@ def compare(args) -> Comparison:
         "synthetic": judges.synthetic, "budget": budget.describe(), "preset": args.preset, "size": args.size,
         "batch": args.batch, "methods": methods, "runs": runs, "judge_size": judges.classifier.size,
         "classifier_accuracy": judges.classifier.accuracy, "classifier_seconds": judges.classifier.seconds,
+        "face_judge": face is not None, "face_judge_note": face_note,
+        "ranked_by": ranking[0]["judge"] if ranking else None,
     }
+    if face is not None:
+        info.update(face_judge_reference_frames=face.reference_frames, face_judge_prepare_seconds=face.seconds)
     if judges.regressor is not None:
         info.update(pose_names=list(judges.regressor.names), pose_identities=judges.notes["pose_identities"],
                     regressor_seconds=judges.regressor.seconds, regressor_faces=judges.regressor.n_train)
     metrics = {"info": info, "methods": results, "references": references, "ranking": ranking,
-               "failed": failed,
+               "failed": failed, "face_judge_ceilings": ceilings,
                "held_out": {"a": split_a.test_idx.tolist(), "b": split_b.test_idx.tolist()}}
     write_text(os.path.join(out, "metrics.json"), json.dumps(_jsonable(metrics), indent=2))
-    write_report(os.path.join(out, "report.md"), info, results, references, ranking, failed)
+    write_report(os.path.join(out, "report.md"), info, results, references, ranking, failed, ceilings)
     for row in ranking:
         print(f"{row['place']}. {row['method']}: score {row['score']:.3f} "
-              f"(P(target) {row['identity']:.3f}, preservation {row['preservation']:.3f})")
+              f"(identity {row['identity']:.3f}, preservation {row['preservation']:.3f}; {row['judge']})")
     print(f"report: {os.path.join(out, 'report.md')}")
     return Comparison(1 if failed else 0, split_a, split_b, judges, results, references, ranking, failed)
 
