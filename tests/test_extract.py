@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from swapstream.faces import extract
 from swapstream.faces.align import AlignTemplate
@@ -114,3 +115,42 @@ def test_no_align_keeps_haar_squares_and_bad_template_exits_2(tmp_path, capsys):
     assert not fs.aligned and fs.matrix is None and fs.margin == 0.3 and fs.size == 32
     rc, err = _run([video, "--out", out, "--eye-distance", "2", "--quiet"], capsys)
     assert rc == 2 and "eye_distance" in err
+
+
+def test_face_check_confirms_the_face_the_landmarks_point_at():
+    """dlib's frontal detector on the landmarks' wider view: yes on a face, no on the same five
+    points moved onto background or on noise, whatever the face set's side."""
+    from swapstream.faces.align import Aligner
+    from swapstream.faces.detect import HaarDetector
+    from swapstream.faces.extract import FaceCheck
+    from swapstream.faces.synth import pose_sequence, render_face
+
+    check = FaceCheck()
+    frame = render_face(3, pose_sequence(1, seed=2)[0], (256, 256))
+    landmarks = Aligner().landmarks(frame, HaarDetector().detect(frame)[0])
+    assert check.score(frame, landmarks) > 1.0 and check(frame, landmarks)
+    canvas = np.empty((256, 640, 3), np.uint8)
+    canvas[:] = frame[4, 4]
+    canvas[:, :256] = frame
+    assert check(canvas, landmarks)
+    assert check.view(canvas, landmarks).shape == (192, 192, 3)
+    assert not check(canvas, landmarks + np.array([384.0, 0.0], np.float32))  # plausible points, no face
+    noise = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
+    assert check.score(noise, landmarks) < check.min_score
+
+
+def test_extract_drops_what_the_face_check_refuses(tmp_path):
+    """The check runs on every aligned face: with an unreachable threshold nothing is kept (and
+    the error says why); with the default every synthetic face is kept and its cost logged."""
+    from swapstream.faces import synth_cli
+    from swapstream.faces.errors import FaceSetError
+    from swapstream.faces.extract import FaceCheck, extract_faces
+
+    video = str(tmp_path / "a.mp4")
+    assert synth_cli.main(["--identity", "2", "--frames", "12", "--out", video, "--size", "192x192", "--quiet"]) == 0
+    fs, stats = extract_faces([video], every=3, size=64, dup_threshold=0, progress=False)
+    assert len(fs) == 4 and stats.checked == 4 and "face check" in stats.summary()
+    with pytest.raises(FaceSetError, match="not a face 4"):
+        extract_faces([video], every=3, size=64, progress=False, face_check=FaceCheck(min_score=10.0))
+    fs, stats = extract_faces([video], every=3, size=64, dup_threshold=0, progress=False, face_check=False)
+    assert len(fs) == 4 and stats.checked == 0
