@@ -15,8 +15,15 @@ reference clips of the two identities A (the source's person) and B (the target)
 * the share of frames where a face is found at all.
 
 Every report carries sanity rows: the unswapped source (transfer 0, r 1, detail 1 by
-construction), B's held-out faces (transfer 1), and the ceiling: the source sent through a Haar
-crop of the model's crop size and pasted back with no network (`crop_ceiling`).
+construction), B's held-out faces (transfer 1), and the ceiling: the source sent through the
+model's crop and pasted back with no network. For an aligned model (manifest `align_template`)
+that is the aligned crop at the model's output side, pasted back through the inverse warp with
+the server's blend mask (`aligned_ceiling`); for an unaligned one a Haar square of the model's
+crop size (`crop_ceiling`). `ceiling_settings(model_dir)` reads which from a model folder.
+
+Other swaps of the same source (e.g. the same model served without its watermark) can be judged
+in the same pass (`variants`): they share the source's and the references' faces, so each costs
+one more look per frame.
 
 Faces are found with dlib's own frontal detector on the output frames, not the Haar cascade the
 pipeline uses, so a swap cannot score well merely by being where Haar put the crop. The models
@@ -35,12 +42,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from swapstream.faces.align import Aligner, AlignTemplate, pass_through, plausible
 from swapstream.faces.crop import crop_face, paste_back
 from swapstream.faces.detect import HaarDetector
 from swapstream.faces.errors import InputError
+from swapstream.faces.regions import blend_mask
 from swapstream.faces.video import VideoReader
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+# The server's blend mask for aligned models (server/pipeline.py PipelineConfig blend_erode,
+# blend_feather: shares of the output side).
+BLEND_ERODE, BLEND_FEATHER = 0.02, 0.06
 SAME_PERSON_DISTANCE = 0.6   # dlib's threshold for "same person" on its ResNet embedding
 DETAIL_FACE_WIDTH = 128      # both frames are scaled so the source's face is this wide
 DETECT_MIN_SIDE, DETECT_MAX_SIDE = 320, 640  # dlib's detector finds faces of ~80 px and up
@@ -209,6 +221,75 @@ def ceiling_frame(frame: np.ndarray, detector: HaarDetector, crop_size: int, mar
     return paste_back(frame, crop, transform)
 
 
+class AlignedCeiling:
+    """The no-network ceiling of an aligned model, frame by frame, as the server would paste it.
+
+    The largest Haar face -> dlib's five points -> the model's `template` (the face sets'
+    framing, at the template's side) -> resized to `output_size` (the model's output face) ->
+    pasted back through the inverse warp, once with the server's blend mask (`blend_erode`,
+    `blend_feather`: outside it the frame keeps its own pixels, as in a served swap) and once
+    over the whole square (what the network's square itself can hold). A frame without a Haar
+    face, or whose five points are implausible (the server skips those), passes unchanged.
+    """
+
+    def __init__(self, template: AlignTemplate, output_size: int, blend_erode: float = BLEND_ERODE,
+                 blend_feather: float = BLEND_FEATHER, detector: HaarDetector | None = None) -> None:
+        if int(output_size) < 8:
+            raise ValueError(f"output_size must be >= 8, got {output_size}")
+        self.template, self.output_size = template, int(output_size)
+        self.aligner = Aligner(template)
+        self.mask = blend_mask(template, self.output_size, blend_erode, blend_feather)
+        self.blend_erode, self.blend_feather = float(blend_erode), float(blend_feather)
+        self.detector = detector or HaarDetector()
+
+    def frames(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pasted with the blend mask, pasted as the whole square) for one BGR frame."""
+        boxes = self.detector.detect(frame)
+        if not boxes:
+            return frame, frame
+        try:
+            al = self.aligner.align(frame, boxes[0])
+        except ValueError:  # the box lies (mostly) outside the frame
+            return frame, frame
+        if not plausible(al.landmarks, boxes[0], al.roll):
+            return frame, frame
+        return (pass_through(frame, al, self.output_size, self.mask), pass_through(frame, al, self.output_size))
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """The frame pasted back with the blend mask (the served swap's ceiling)."""
+        return self.frames(frame)[0]
+
+    def describe(self) -> dict:
+        """The ceiling's settings for the report."""
+        t = self.template
+        return {"kind": "aligned", "template": {"size": t.size, "eye_distance": t.eye_distance,
+                                                "eye_line": t.eye_line},
+                "output_size": self.output_size, "blend_erode": self.blend_erode, "blend_feather": self.blend_feather}
+
+
+def aligned_ceiling(frames: Iterable[np.ndarray], template: AlignTemplate, output_size: int,
+                    mask: bool = True, detector: HaarDetector | None = None) -> Iterator[np.ndarray]:
+    """The frames as a perfect aligned network with an `output_size` px face would give them back
+    through the server's paste (`AlignedCeiling`); `mask=False` pastes the whole square. A generator."""
+    ceiling = AlignedCeiling(template, output_size, detector=detector)
+    for frame in frames:
+        yield ceiling.frames(frame)[0 if mask else 1]
+
+
+def ceiling_settings(model_dir: str) -> dict:
+    """The ceiling keyword arguments of `judge_frames`/`judge_videos` for the model in `model_dir`
+    (its manifest.json): `template` and `output_size` for an aligned model, else `crop_size` and
+    `margin` (the Haar square it was trained on). Raises InputError (ManifestError) for a folder
+    that is not a valid model."""
+    from swapstream.faces.model_folder import load_manifest
+
+    m = load_manifest(model_dir, check_io=False)
+    if m.aligned:
+        return {"crop_size": m.crop_size, "margin": m.crop_margin, "template": m.align_template,
+                "output_size": m.out_size}
+    return {"crop_size": m.crop_size, "margin": m.crop_margin, "template": None, "output_size": None}
+
+
 def crop_ceiling(frames: Iterable[np.ndarray], crop_size: int, margin: float,
                  detector: HaarDetector | None = None) -> Iterator[np.ndarray]:
     """The frames as a perfect network working on `crop_size` px crops would give them back.
@@ -300,6 +381,7 @@ class _RowStats:
         self.embeddings: list[np.ndarray] = []
         self.features: list[np.ndarray | None] = []
         self.detail: list[float] = []   # this video's detail on frames where the source has a face
+        self.detail_square: list[float] = []  # aligned ceiling only: the whole square pasted back
 
     def add(self, obs: Observation | None) -> None:
         self.frames += 1
@@ -337,20 +419,37 @@ def _embed_all(judge: FaceJudge, frames: Sequence[np.ndarray]) -> list[np.ndarra
 def judge_frames(swapped: Iterable[np.ndarray], a: Iterable[np.ndarray], b: Sequence[np.ndarray],
                  source: Iterable[np.ndarray] | None = None, *, crop_size: int = 64, margin: float = 0.2,
                  ceiling: bool = True, every: int = 1, reference_frames: int = REFERENCE_FRAMES,
-                 judge: FaceJudge | None = None) -> dict:
+                 judge: FaceJudge | None = None, template: AlignTemplate | None = None,
+                 output_size: int | None = None,
+                 variants: dict[str, Iterable[np.ndarray]] | None = None) -> dict:
     """Judge a swapped frame sequence (see the module doc); returns the report as a plain dict.
 
     `swapped` and `source` are frame-aligned (the swap of source frame i is swapped frame i);
     `source` defaults to `a` (a swap of A's own clip). `a` and `b` are reference clips of the two
     identities; B's frames are split in two halves: the first gives B's mean embedding, the
     second are B's held-out faces (transfer 1). `every` judges every Nth frame of the swap;
-    references are sampled evenly, at most `reference_frames` each. The ceiling row sends the
-    source through a `crop_size` px crop with `margin` (the model's settings) and back.
+    references are sampled evenly, at most `reference_frames` each.
+
+    The ceiling row: with `template` (an aligned model; `output_size` its output side, default
+    the template's) the source through the aligned crop and back with the server's blend mask
+    (`AlignedCeiling`; its `detail_square` is the whole square pasted); without, through a
+    `crop_size` px Haar square with `margin` and back (`crop_ceiling`). `ceiling_settings(dir)`
+    gives these from a model folder.
+
+    `variants`: other swaps of the same source, frame-aligned like `swapped` (e.g. the model
+    served without its watermark), each judged as a row of `result["variants"][name]`.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     if reference_frames < 4:
         raise ValueError(f"reference_frames must be >= 4, got {reference_frames}")
+    variants = dict(variants or {})
+    for name in variants:
+        if not name or name in ("swap", "source", "b_heldout", "ceiling"):
+            raise ValueError(f"variant name {name!r} is empty or taken by a row of the report")
+    aligned_ceil = None
+    if ceiling and template is not None:
+        aligned_ceil = AlignedCeiling(template, int(output_size or template.size))
     t_start = time.perf_counter()
     judge = judge or FaceJudge()
     observed_before = judge.observed
@@ -367,11 +466,26 @@ def judge_frames(swapped: Iterable[np.ndarray], a: Iterable[np.ndarray], b: Sequ
     source_is_a = source is None
     source_iter = iter(a) if source_is_a else iter(source)
     swap_stats, src_stats, ceil_stats = _RowStats(), _RowStats(), _RowStats()
-    haar = HaarDetector() if ceiling else None
+    var_iters = {name: iter(frames) for name, frames in variants.items()}
+    var_stats = {name: _RowStats() for name in variants}
+    n_variant = dict.fromkeys(variants, 0)
+    haar = HaarDetector() if ceiling and aligned_ceil is None else None
     n_swapped = n_source = 0
     size_checked = False
+
+    def check_size(frame: np.ndarray, src_frame: np.ndarray, what: str) -> None:
+        if frame.shape != src_frame.shape:
+            raise InputError(f"{what} frames are {frame.shape[1]}x{frame.shape[0]}, source frames "
+                             f"{src_frame.shape[1]}x{src_frame.shape[0]}: the swap must keep the source's size")
+
     for i, swap_frame in enumerate(swapped):
         n_swapped += 1
+        var_frames = {}
+        for name, it in var_iters.items():
+            frame = next(it, None)
+            if frame is not None:
+                n_variant[name] += 1
+                var_frames[name] = frame
         src_frame = next(source_iter, None)
         if src_frame is None:
             continue
@@ -379,28 +493,46 @@ def judge_frames(swapped: Iterable[np.ndarray], a: Iterable[np.ndarray], b: Sequ
         if i % every:
             continue
         if not size_checked:
-            if swap_frame.shape != src_frame.shape:
-                raise InputError(f"swapped frames are {swap_frame.shape[1]}x{swap_frame.shape[0]}, source frames "
-                                 f"{src_frame.shape[1]}x{src_frame.shape[0]}: the swap must keep the source's size")
+            check_size(swap_frame, src_frame, "swapped")
             size_checked = True
         src_obs = judge.observe(src_frame)
         swap_stats.add(judge.observe(swap_frame))
         src_stats.add(src_obs)
-        ceil_frame = ceiling_frame(src_frame, haar, crop_size, margin) if ceiling else None
+        ceil_square = None
+        if aligned_ceil is not None:
+            ceil_frame, ceil_square = aligned_ceil.frames(src_frame)
+        elif ceiling:
+            ceil_frame = ceiling_frame(src_frame, haar, crop_size, margin)
+        else:
+            ceil_frame = None
         if ceiling:
             ceil_stats.add(judge.observe(ceil_frame))
+        for name, frame in var_frames.items():
+            check_size(frame, src_frame, f"variant {name}'s")
+            var_stats[name].add(judge.observe(frame))
         if src_obs is not None:
             src_detail = face_detail(src_frame, src_obs.landmarks)
             src_stats.detail.append(src_detail)
             swap_stats.detail.append(face_detail(swap_frame, src_obs.landmarks))
             if ceiling:
                 ceil_stats.detail.append(face_detail(ceil_frame, src_obs.landmarks))
+            if ceil_square is not None:
+                ceil_stats.detail_square.append(face_detail(ceil_square, src_obs.landmarks))
+            for name, stats in var_stats.items():
+                frame = var_frames.get(name)
+                stats.detail.append(face_detail(frame, src_obs.landmarks) if frame is not None else float("nan"))
     n_source += sum(1 for _ in source_iter)
+    for name, it in var_iters.items():
+        n_variant[name] += sum(1 for _ in it)
     if n_swapped == 0:
         raise InputError("the swapped video has no frames")
     if abs(n_swapped - n_source) > 2:
         raise InputError(f"the swapped video has {n_swapped} frames, the source {n_source}: "
                          "they must be frame-aligned (the swap of each source frame)")
+    for name, count in n_variant.items():
+        if abs(count - n_source) > 2:
+            raise InputError(f"variant {name} has {count} frames, the source {n_source}: "
+                             "it must be frame-aligned with the source")
     if src_stats.found == 0:
         raise InputError("dlib found no face in the source; nothing to judge against")
 
@@ -428,16 +560,26 @@ def judge_frames(swapped: Iterable[np.ndarray], a: Iterable[np.ndarray], b: Sequ
     sanity = {"source": video_row(src_stats), "b_heldout": held_row}
     if ceiling:
         sanity["ceiling"] = video_row(ceil_stats)
+        if aligned_ceil is not None:
+            sanity["ceiling"]["detail_square"] = _num(_detail_ratio(ceil_stats.detail_square, src_stats.detail))
+    if aligned_ceil is not None:
+        ceiling_desc = aligned_ceil.describe()
+    elif ceiling:
+        ceiling_desc = {"kind": "haar", "crop_size": int(crop_size), "margin": float(margin)}
+    else:
+        ceiling_desc = None
     seconds = time.perf_counter() - t_start
     observed = judge.observed - observed_before
     return {
         "version": RESULT_VERSION,
         "judge": "dlib frontal detector, 68-point landmarks, ResNet embedding (face-recognition-models)",
         "settings": {"crop_size": int(crop_size), "margin": float(margin), "every": int(every),
-                     "detail_face_width": DETAIL_FACE_WIDTH, "same_person_distance": SAME_PERSON_DISTANCE},
+                     "detail_face_width": DETAIL_FACE_WIDTH, "same_person_distance": SAME_PERSON_DISTANCE,
+                     "ceiling": ceiling_desc},
         "frames": {"swapped": n_swapped, "source": n_source, "judged": swap_stats.frames, "a": n_a,
                    "b_reference": n_b_ref, "b_heldout": n_b_held},
         "swap": video_row(swap_stats),
+        "variants": {name: video_row(stats) for name, stats in var_stats.items()},
         "sanity": sanity,
         "seconds": round(seconds, 2),
         # Per swapped frame judged (its source, ceiling and the references included), and per
@@ -469,24 +611,33 @@ def _iter_video(path: str) -> Iterator[np.ndarray]:
 
 def judge_videos(swapped: str, a: str, b: str, source: str | None = None, *, crop_size: int = 64,
                  margin: float = 0.2, ceiling: bool = True, every: int = 1,
-                 reference_frames: int = REFERENCE_FRAMES, judge: FaceJudge | None = None) -> dict:
+                 reference_frames: int = REFERENCE_FRAMES, judge: FaceJudge | None = None,
+                 template: AlignTemplate | None = None, output_size: int | None = None,
+                 variants: dict[str, str] | None = None) -> dict:
     """Judge the video `swapped` made from `source` (default: `a`) against clips `a` and `b`.
 
-    See `judge_frames` for the measures and options; the report also names the files. The
-    swapped and source videos are streamed (A's too when it is the source); of the reference
-    clips only the sampled frames are kept.
+    See `judge_frames` for the measures and options (`template`/`output_size`: the aligned
+    ceiling; `ceiling_settings(model_dir)` gives them); `variants` maps names to other swapped
+    videos of the same source. The report also names the files. The swapped, variant and source
+    videos are streamed (A's too when it is the source); of the reference clips only the sampled
+    frames are kept.
     """
-    for name, path in (("swapped", swapped), ("a", a), ("b", b), ("source", source)):
+    variants = dict(variants or {})
+    named = [("swapped", swapped), ("a", a), ("b", b), ("source", source)]
+    named += [(f"variant {k}", v) for k, v in variants.items()]
+    for name, path in named:
         if path is not None and not os.path.isfile(path):
             raise InputError(f"{name} video {path} does not exist")
-    VideoReader(swapped).close()  # fail early, with the file's name, before any face is embedded
+    for path in [swapped, *variants.values()]:
+        VideoReader(path).close()  # fail early, with the file's name, before any face is embedded
     same = source is None or os.path.realpath(source) == os.path.realpath(a)
     result = judge_frames(
         _iter_video(swapped), _iter_video(a) if same else read_frames(a, reference_frames),
         read_frames(b, reference_frames),
         None if same else _iter_video(source), crop_size=crop_size, margin=margin, ceiling=ceiling,
-        every=every, reference_frames=reference_frames, judge=judge)
-    result["inputs"] = {"swapped": swapped, "a": a, "b": b, "source": source or a}
+        every=every, reference_frames=reference_frames, judge=judge, template=template,
+        output_size=output_size, variants={k: _iter_video(v) for k, v in variants.items()})
+    result["inputs"] = {"swapped": swapped, "a": a, "b": b, "source": source or a, "variants": variants}
     return result
 
 
@@ -499,15 +650,27 @@ def _pct(value: float | None) -> str:
 
 
 def format_line(result: dict) -> str:
-    """The report in one line: the swap's figures, with the ceiling's detail beside the swap's."""
+    """The report in one line: the swap's figures, with the ceiling's detail beside the swap's and
+    each variant's transfer and detail (e.g. `unmarked`: the swap without the watermark)."""
     s = result["swap"]
     ceil = result.get("sanity", {}).get("ceiling")
-    detail = _fmt(s["detail"]) + (f" (ceiling {_fmt(ceil['detail'])})" if ceil else "")
-    return (f"judge: face found {_pct(s['face_found'])}, nearer B {_pct(s['nearer_b'])}, "
+    detail = _fmt(s["detail"])
+    for name, row in (result.get("variants") or {}).items():
+        detail += f", {name} {_fmt(row['detail'])}"
+    if ceil:
+        detail += f" (ceiling {_fmt(ceil['detail'])}"
+        if ceil.get("detail_square") is not None:
+            detail += f", whole square {_fmt(ceil['detail_square'])}"
+        detail += ")"
+    line = (f"judge: face found {_pct(s['face_found'])}, nearer B {_pct(s['nearer_b'])}, "
             f"transfer {_fmt(s['transfer'])}, same-person B {_pct(s['same_person_b'])}; "
             f"mouth r {_fmt(s['mouth_r'])} mae {_fmt(s['mouth_mae'])}, "
             f"eyes r {_fmt(s['eyes_r'])} mae {_fmt(s['eyes_mae'])}, "
             f"turn r {_fmt(s['turn_r'])} mae {_fmt(s['turn_mae'])}; detail {detail}")
+    for name, row in (result.get("variants") or {}).items():
+        line += (f"; {name}: transfer {_fmt(row['transfer'])}, mouth r {_fmt(row['mouth_r'])}, "
+                 f"eyes r {_fmt(row['eyes_r'])}")
+    return line
 
 
 ROW_COLUMNS = ("face_found", "nearer_b", "transfer", "same_person_b", "dist_b", "mouth_r", "mouth_mae",
@@ -515,8 +678,9 @@ ROW_COLUMNS = ("face_found", "nearer_b", "transfer", "same_person_b", "dist_b", 
 
 
 def format_table(result: dict) -> str:
-    """The swap and the sanity rows as a Markdown table."""
-    rows = [("swap", result["swap"])] + [(name, row) for name, row in result.get("sanity", {}).items()]
+    """The swap, its variants and the sanity rows as a Markdown table."""
+    rows = [("swap", result["swap"])] + [(f"swap ({name})", row) for name, row in result.get("variants", {}).items()]
+    rows += [(name, row) for name, row in result.get("sanity", {}).items()]
     head = "| row | " + " | ".join(ROW_COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(ROW_COLUMNS) + 1)]
     for name, row in rows:

@@ -1,12 +1,17 @@
 """`swapstream judge`: rate a swapped video with a face recognizer that was not trained on the pair.
 
     swapstream judge SWAPPED.mp4 --a A.mp4 --b B.mp4 [--source A.mp4] [--json OUT.json]
-                     [--crop-size 64] [--margin 0.2] [--no-ceiling] [--every N] [--reference-frames N]
+                     [--model MODEL_DIR | --aligned [--output-size 128] | --crop-size 64 --margin 0.2]
+                     [--variant NAME=VIDEO]... [--no-ceiling] [--every N] [--reference-frames N]
 
 SWAPPED is the swap of --source (default: --a) frame by frame; --a and --b are clips of the two
-people. Prints a Markdown table (the swap and the sanity rows: the unswapped source, B's held-out
-faces, the source through a --crop-size crop with no network) and one summary line; --json writes
-the whole report. The measures are described in docs/judge.md.
+people. Prints a Markdown table (the swap, its variants and the sanity rows: the unswapped source,
+B's held-out faces, the source through the model's crop with no network) and one summary line;
+--json writes the whole report. The ceiling follows the model folder's manifest (--model: aligned
+crop and blend mask, or a Haar square), --aligned (the default template), or --crop-size/--margin
+(a Haar square). --variant judges another swap of the same source in the same pass (e.g.
+`--variant unmarked=OUT_nowm.mp4`, streamed from `swapstream serve --no-watermark`). The measures
+are described in docs/judge.md.
 """
 from __future__ import annotations
 
@@ -30,8 +35,20 @@ def _parser() -> ArgumentParser:
     p.add_argument("--b", required=True, help="a clip of B, the person swapped in")
     p.add_argument("--source", help="the video the swap was made from (default: --a)")
     p.add_argument("--json", dest="json_out", help="write the whole report here")
-    p.add_argument("--crop-size", type=int, default=64, help="the model's crop size, for the ceiling row (64)")
-    p.add_argument("--margin", type=float, default=0.2, help="the model's crop margin, for the ceiling row (0.2)")
+    p.add_argument("--model", metavar="MODEL_DIR",
+                   help="the model folder the swap came from: its manifest picks the ceiling (aligned crop at its "
+                        "output side with the server's blend mask, or its Haar crop size and margin)")
+    p.add_argument("--aligned", action="store_true",
+                   help="ceiling of an aligned model with the default template (160 px, eye distance 0.32, "
+                        "eye line 0.39) and --output-size")
+    p.add_argument("--output-size", type=int, default=128, help="with --aligned: the model's output side (128)")
+    p.add_argument("--crop-size", type=int, default=64,
+                   help="unaligned models: the Haar crop size, for the ceiling row (64)")
+    p.add_argument("--margin", type=float, default=0.2,
+                   help="unaligned models: the Haar crop margin, for the ceiling row (0.2)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=VIDEO",
+                   help="another swap of the same source judged in the same pass, reported as its own row "
+                        "(e.g. unmarked=swap_nowm.mp4); repeatable")
     p.add_argument("--no-ceiling", action="store_true", help="leave out the crop-ceiling row")
     p.add_argument("--every", type=int, default=1, help="judge every Nth frame of the swap (1)")
     p.add_argument("--reference-frames", type=int, default=120,
@@ -44,6 +61,19 @@ def _check(args) -> None:
         raise InputError(f"--crop-size must be 8..1024, got {args.crop_size}")
     if not 0.0 <= args.margin <= 2.0:
         raise InputError(f"--margin must be 0..2, got {args.margin}")
+    if args.model and args.aligned:
+        raise InputError("give --model or --aligned, not both (the model's manifest says whether it is aligned)")
+    if args.output_size < 8 or args.output_size > 1024:
+        raise InputError(f"--output-size must be 8..1024, got {args.output_size}")
+    variants = {}
+    for item in args.variant:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--variant must be NAME=VIDEO, got {item!r}")
+        if name in variants or name in ("swap", "source", "b_heldout", "ceiling"):
+            raise InputError(f"--variant name {name!r} is repeated or taken by a row of the report")
+        variants[name] = path
+    args.variants = variants
     if args.every < 1:
         raise InputError(f"--every must be >= 1, got {args.every}")
     if args.reference_frames < 4:
@@ -77,11 +107,24 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         _check(args)
         # Imported here so `--help` and bad arguments answer without loading dlib.
-        from swapstream.faces.judge import JudgeUnavailable, format_line, format_table, judge_videos
+        from swapstream.faces.align import AlignTemplate
+        from swapstream.faces.judge import (
+            JudgeUnavailable,
+            ceiling_settings,
+            format_line,
+            format_table,
+            judge_videos,
+        )
+        if args.model:
+            ceiling = ceiling_settings(args.model)
+        elif args.aligned:
+            ceiling = {"template": AlignTemplate(), "output_size": args.output_size}
+        else:
+            ceiling = {"crop_size": args.crop_size, "margin": args.margin}
         try:
-            result = judge_videos(args.swapped, args.a, args.b, args.source, crop_size=args.crop_size,
-                                  margin=args.margin, ceiling=not args.no_ceiling, every=args.every,
-                                  reference_frames=args.reference_frames)
+            result = judge_videos(args.swapped, args.a, args.b, args.source, ceiling=not args.no_ceiling,
+                                  every=args.every, reference_frames=args.reference_frames,
+                                  variants=args.variants, **ceiling)
         except JudgeUnavailable as exc:
             print(f"{PROG}: {exc}", file=sys.stderr)
             return EXIT_ERROR

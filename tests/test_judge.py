@@ -1,4 +1,5 @@
-"""The real-face judge (dlib) on synthetic clips: measures, sanity rows, the crop ceiling, `swapstream judge`."""
+"""The real-face judge (dlib) on synthetic clips: measures, sanity rows, the Haar and aligned ceilings,
+variants, `swapstream judge`."""
 import dataclasses
 import json
 import shutil
@@ -7,11 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
+from swapstream.faces.align import Aligner, AlignTemplate, rescale
 from swapstream.faces.detect import HaarDetector
 from swapstream.faces.errors import InputError
 from swapstream.faces.judge import (
+    AlignedCeiling,
     FaceJudge,
     Identities,
+    aligned_ceiling,
+    ceiling_settings,
     crop_ceiling,
     expression_features,
     face_detail,
@@ -139,6 +144,76 @@ def test_crop_ceiling_changes_only_the_face_square(clips):
         list(crop_ceiling([frame], crop_size=2, margin=0.2))
 
 
+def test_aligned_ceiling_pastes_only_under_the_blend_mask(clips):
+    frame = clips["a"][0]
+    template = AlignTemplate(size=160)
+    ceiling = AlignedCeiling(template, 32)
+    masked, square = ceiling.frames(frame)
+    assert masked.shape == frame.shape and masked.dtype == np.uint8
+    # Where the mask is 0 the frame keeps its own pixels; the whole square changes more of them.
+    al = Aligner(template).align(frame, HaarDetector().detect(frame)[0])
+    out = rescale(al, 32)
+    inv = out.inverse()
+    under = cv2.warpAffine(ceiling.mask, inv, (frame.shape[1], frame.shape[0]))
+    in_square = cv2.warpAffine(np.ones((32, 32), np.float32), inv, (frame.shape[1], frame.shape[0]))
+    changed = np.abs(masked.astype(int) - frame).max(axis=2) > 0
+    assert changed.any() and not changed[(under == 0) & (in_square == 0)].any()
+    assert not changed[cv2.dilate((under > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0].any()
+    changed_square = np.abs(square.astype(int) - frame).max(axis=2) > 0
+    assert changed_square.sum() > 1.2 * changed.sum()
+    # A 32 px face keeps little of the source's detail; the blend mask leaves the outline sharp.
+    lm = FaceJudge().observe(frame, embed=False).landmarks
+    src = face_detail(frame, lm)
+    assert face_detail(square, lm) < face_detail(masked, lm) < 0.8 * src
+    blank = np.full_like(frame, 90)
+    assert all(np.array_equal(f, blank) for f in ceiling.frames(blank))  # no face: passed through
+    assert np.array_equal(next(aligned_ceiling([frame], template, 32)), masked)
+    assert np.array_equal(next(aligned_ceiling([frame], template, 32, mask=False)), square)
+    assert ceiling.describe() == {"kind": "aligned", "template": {"size": 160, "eye_distance": 0.32, "eye_line": 0.39},
+                                  "output_size": 32, "blend_erode": 0.02, "blend_feather": 0.06}
+    with pytest.raises(ValueError):
+        AlignedCeiling(template, 4)
+
+
+def test_ceiling_settings_follow_the_model_folder(tmp_path):
+    pytest.importorskip("onnx")
+    from tests.server_fixtures import write_autoencoder_model
+
+    template = AlignTemplate(size=160)
+    aligned = write_autoencoder_model(str(tmp_path / "aligned"), size=16, encoder_filters=(4,), latent_dim=4,
+                                      bottleneck_filters=4, decoder_filters=(4,), upscale=2, template=template)
+    got = ceiling_settings(aligned)
+    assert got["template"] == template and got["output_size"] == 32
+    plain = write_autoencoder_model(str(tmp_path / "plain"), size=16, margin=0.3, encoder_filters=(4,),
+                                    latent_dim=4, bottleneck_filters=4, decoder_filters=(4,))
+    got = ceiling_settings(plain)
+    assert got["template"] is None and got["crop_size"] == 16 and got["margin"] == pytest.approx(0.3)
+    with pytest.raises(InputError, match="not a folder"):
+        ceiling_settings(str(tmp_path / "missing"))
+
+
+def test_aligned_ceiling_and_a_variant_in_one_pass(judge, clips):
+    frames = clips["a"][:5]
+    marked = [cv2.GaussianBlur(f, (0, 0), 1.5) for f in clips["truth"][:5]]
+    res = judge_frames(marked, frames, clips["b"][:6], judge=judge, template=AlignTemplate(size=160),
+                       output_size=48, variants={"copy": frames})
+    assert res["settings"]["ceiling"]["kind"] == "aligned" and res["settings"]["ceiling"]["output_size"] == 48
+    copy, ceiling = res["variants"]["copy"], res["sanity"]["ceiling"]
+    # A variant that is the source itself scores as the source row does.
+    assert copy["transfer"] == 0.0 and copy["detail"] == 1.0 and copy["mouth_r"] == 1.0
+    assert copy == res["sanity"]["source"]
+    assert res["swap"]["detail"] < 0.7 and res["swap"]["nearer_b"] > 0.5
+    assert 0 < ceiling["detail_square"] < ceiling["detail"] < 1.0
+    line = format_line(res)
+    assert f"copy {copy['detail']:.2f}" in line and "whole square" in line and "; copy: transfer 0.00" in line
+    assert "| swap (copy) |" in format_table(res)
+    with pytest.raises(InputError, match="variant copy"):
+        judge_frames(frames[:3], frames[:3], clips["b"][:4], judge=judge, ceiling=False,
+                     variants={"copy": frames[:3] * 3})
+    with pytest.raises(ValueError, match="taken"):
+        judge_frames(frames[:3], frames[:3], clips["b"][:4], judge=judge, variants={"ceiling": frames[:3]})
+
+
 def test_format_line_names_every_figure_and_copes_with_missing_ones():
     row = {k: None for k in ("face_found", "nearer_b", "transfer", "same_person_b", "mouth_r", "mouth_mae",
                              "eyes_r", "eyes_mae", "turn_r", "turn_mae", "detail")}
@@ -207,7 +282,9 @@ def test_source_copy_through_the_cli_scores_zero_transfer_and_r_one(tmp_path, ca
     assert sanity["b_heldout"]["transfer"] == 1.0 and sanity["b_heldout"]["nearer_b"] == 1.0
     # A 24 px crop is far blurrier than the frame: the ceiling must show it.
     assert sanity["ceiling"]["detail"] < 0.5
-    assert set(res["inputs"]) == {"swapped", "a", "b", "source"}
+    assert set(res["inputs"]) == {"swapped", "a", "b", "source", "variants"}
+    assert res["settings"]["ceiling"] == {"kind": "haar", "crop_size": 24, "margin": 0.2}
+    assert res["variants"] == {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,6 +301,15 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, clips):
     not_video = tmp_path / "x.mp4"
     not_video.write_text("not a video")
     assert judge_main([str(not_video), "--a", a, "--b", a]) == 2
+    assert judge_main([a, "--a", a, "--b", a, "--variant", "unmarked"]) == 2
+    assert "NAME=VIDEO" in capsys.readouterr().err
+    assert judge_main([a, "--a", a, "--b", a, "--variant", "ceiling=" + a]) == 2
+    assert judge_main([a, "--a", a, "--b", a, "--variant", "u=" + str(tmp_path / "none.mp4")]) == 2
+    assert "variant u" in capsys.readouterr().err
+    assert judge_main([a, "--a", a, "--b", a, "--model", str(tmp_path), "--aligned"]) == 2
+    assert judge_main([a, "--a", a, "--b", a, "--model", str(tmp_path)]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+    assert judge_main([a, "--a", a, "--b", a, "--aligned", "--output-size", "4"]) == 2
     assert judge_main(["--help"]) == 0
 
 
