@@ -58,11 +58,11 @@ class ExtractStats:
 
 # The face check's view: the same five points placed in a wider, fixed-size crop, so dlib's
 # frontal detector (a HOG window of 80 px, trained on boxes with some context around the face)
-# sees the face about 105 px wide with its surroundings, whatever the face set's side. On the
-# real clips it finds every true face there (score 0.67 or more) and nothing at all on the
-# Haar false detections (an arm, a dress, a wall); in the template's own tight 160 px crop true
-# faces scored as low as 0.09.
-CHECK_TEMPLATE = AlignTemplate(size=192, eye_distance=0.21, eye_line=0.43)
+# sees the face's box about 88 px wide with its surroundings, whatever the face set's side. On
+# the real clips it finds every true face there and nothing at all on the Haar false
+# detections (an arm, a dress, a wall); in the template's own tight crop true faces scored
+# barely above the threshold (docs/faces.md "The face check").
+CHECK_TEMPLATE = AlignTemplate(size=160, eye_distance=0.21, eye_line=0.43)
 CHECK_MIN_SCORE = 0.0       # the detector's own decision threshold
 CHECK_CENTRE_TOLERANCE = 0.15  # the detection's centre within this share of the side of where the face sits
 

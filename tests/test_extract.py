@@ -122,7 +122,7 @@ def test_face_check_confirms_the_face_the_landmarks_point_at():
     points moved onto background or on noise, whatever the face set's side."""
     from swapstream.faces.align import Aligner
     from swapstream.faces.detect import HaarDetector
-    from swapstream.faces.extract import FaceCheck
+    from swapstream.faces.extract import CHECK_TEMPLATE, FaceCheck
     from swapstream.faces.synth import pose_sequence, render_face
 
     check = FaceCheck()
@@ -133,7 +133,7 @@ def test_face_check_confirms_the_face_the_landmarks_point_at():
     canvas[:] = frame[4, 4]
     canvas[:, :256] = frame
     assert check(canvas, landmarks)
-    assert check.view(canvas, landmarks).shape == (192, 192, 3)
+    assert check.view(canvas, landmarks).shape == (CHECK_TEMPLATE.size,) * 2 + (3,)
     assert not check(canvas, landmarks + np.array([384.0, 0.0], np.float32))  # plausible points, no face
     noise = np.random.default_rng(0).integers(0, 256, frame.shape, dtype=np.uint8)
     assert check.score(noise, landmarks) < check.min_score
