@@ -93,11 +93,38 @@ def encode_image(image: np.ndarray, encoding: int = swap_pb2.JPEG, jpeg_quality:
 
 
 def decode_reply(reply: swap_pb2.SwappedFrame) -> np.ndarray:
-    """The swapped frame of a reply as a BGR uint8 image."""
+    """The swapped frame of a reply that holds a whole frame, as a BGR uint8 image."""
     try:
         return decode_frame(reply.encoding, reply.data, reply.width, reply.height)
     except ValueError as exc:
         raise RuntimeError(f"reply {reply.index} holds undecodable image data: {exc}") from exc
+
+
+def reply_image(reply: swap_pb2.SwappedFrame, source: np.ndarray | None, inplace: bool = False) -> np.ndarray:
+    """The swapped frame of a reply as a BGR uint8 image: the whole frame it holds, or, for a region
+    reply (SwappedFrame.region set), `source` (the frame as sent) with the reply's rectangle pasted
+    into a copy of it (into `source` itself when `inplace`)."""
+    if not reply.HasField("region"):
+        return decode_reply(reply)
+    r = reply.region
+    if source is None:
+        raise RuntimeError(f"reply {reply.index} holds a region, but the frame it belongs to was not kept")
+    h, w = source.shape[:2]
+    if ((reply.width, reply.height) != (w, h) or min(r.x, r.y, r.width, r.height) < 0
+            or r.x + r.width > w or r.y + r.height > h):
+        raise RuntimeError(f"reply {reply.index}: region {r.width}x{r.height} at ({r.x}, {r.y}) does not fit "
+                           f"the {w}x{h} frame that was sent")
+    image = source if inplace else source.copy()
+    if r.width and r.height:
+        try:
+            patch = decode_frame(reply.encoding, reply.data, r.width, r.height)
+        except ValueError as exc:
+            raise RuntimeError(f"reply {reply.index} holds undecodable image data: {exc}") from exc
+        if patch.shape[:2] != (r.height, r.width):
+            raise RuntimeError(f"reply {reply.index}: a {patch.shape[1]}x{patch.shape[0]} image for a "
+                               f"{r.width}x{r.height} region")
+        image[r.y:r.y + r.height, r.x:r.x + r.width] = patch
+    return image
 
 
 def windowed_replies(messages: Iterable[swap_pb2.Frame],
@@ -337,9 +364,11 @@ class SwapClient:
         With a `retry` policy, a drained server, a broken connection or a full server does not
         end the stream: see the module doc. When the policy gives up, StreamFailed says how many
         frames were answered. An error of the source iterator is raised once the frames it gave
-        are answered.
+        are answered. With `options.reply_region` the server sends back only the rectangle the
+        swap changed, pasted here into the frame as sent (kept until answered in any case).
         """
-        feed = _FrameFeed(images, encoding, jpeg_quality, keep_source, start_index)
+        region = options is not None and options.reply_region
+        feed = _FrameFeed(images, encoding, jpeg_quality, keep_source or region, start_index)
         rng = rng or random.Random()
         failures, attempts, done = 0, 0, 0
         while True:
@@ -349,8 +378,9 @@ class SwapClient:
                 for reply, item, latency in self._call(feed, model, options, window, retry, rng):
                     progressed = True
                     done += 1
-                    image = None if reply.HasField("error") else decode_reply(reply)
-                    yield StreamResult(reply.index, item.source, image, reply, latency)
+                    # (never into the caller's own array: a region is pasted into a copy of the frame)
+                    image = None if reply.HasField("error") else reply_image(reply, item.source)
+                    yield StreamResult(reply.index, item.source if keep_source else None, image, reply, latency)
                 if feed.error is not None:
                     raise feed.error
                 if feed.finished:
@@ -574,7 +604,8 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
                  progress: bool = True, options: swap_pb2.SwapOptions | None = None,
                  codec: str | None = None, crf: int | None = None, preset: str | None = None,
                  retry: RetryPolicy = RetryPolicy(), resume: bool = False,
-                 on_result: Callable[[StreamResult], None] | None = None) -> StreamSummary:
+                 on_result: Callable[[StreamResult], None] | None = None,
+                 reply_region: bool = True) -> StreamSummary:
     """Stream a video file (or webcam index) through the server into `out_path`.
 
     The output keeps the input's frame times, orientation (upright pixels), size and audio; a
@@ -584,9 +615,18 @@ def stream_video(source: str | int, out_path: str, model: str, target: str = DEF
     Outputs appear only when the whole stream succeeded; if it stops early (StreamIncomplete),
     the frames done are kept in OUT.partial.EXT, which `resume=True` continues from.
     `on_result` is called with each answered frame, in order, after it was written.
+    `reply_region` (default) asks for the changed rectangle only, pasted here into the frame sent
+    (a server that predates it sends whole frames, which are used as they come).
     Raises InputError for bad input (missing video, unknown model, bad token).
     """
     from tqdm import tqdm
+
+    if reply_region:
+        asked = swap_pb2.SwapOptions()
+        if options is not None:
+            asked.CopyFrom(options)
+        asked.reply_region = True
+        options = asked
 
     if resume and is_webcam(source):
         raise InputError("--resume needs a video file, not a webcam")
@@ -744,9 +784,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--codec", help="video encoder: h264 (default for .mp4/.mov/.mkv), vp9 (default for .webm), "
                                    "mpeg4 (default for .avi), or any FFmpeg encoder name")
     p.add_argument("--crf", type=int, help="quality: constant rate factor (h264 default 23, vp9 32; lower = better)")
-    p.add_argument("--preset", help="x264 speed preset (default veryfast)")
+    p.add_argument("--preset", help="x264 speed preset (default: superfast with a 10-frame lookahead and "
+                                    "veryfast's macroblock tree)")
     p.add_argument("--window", type=int, default=4, help="frames in flight (pipelining depth)")
     p.add_argument("--encoding", choices=("jpeg", "png", "raw"), default="jpeg", help="frame encoding on the wire")
+    p.add_argument("--full-replies", action="store_true",
+                   help="have the server send whole frames back (default: only the rectangle the swap changed, "
+                        "pasted into the frame sent)")
     p.add_argument("--blend", choices=("alpha", "seamless"), help="blend mode (default: the server's)")
     p.add_argument("--no-colour-transfer", action="store_true",
                    help="keep the swapped face's own colours instead of matching the original face's")
@@ -812,7 +856,8 @@ def main(argv: list[str] | None = None) -> int:
                                    progress=not args.no_progress, codec=args.codec, crf=args.crf,
                                    preset=args.preset,
                                    retry=RetryPolicy(attempts=args.retries, connect_timeout=args.connect_timeout),
-                                   resume=args.resume, options=swap_pb2.SwapOptions(
+                                   resume=args.resume, reply_region=not args.full_replies,
+                                   options=swap_pb2.SwapOptions(
                                        blend={None: swap_pb2.BLEND_DEFAULT, "alpha": swap_pb2.BLEND_ALPHA,
                                               "seamless": swap_pb2.BLEND_SEAMLESS}[args.blend],
                                        skip_colour_transfer=args.no_colour_transfer,

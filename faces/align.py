@@ -247,6 +247,24 @@ def mask_support(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
+def footprint(alignment: Alignment, frame_shape: tuple[int, ...],
+              support: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the frame pixels a paste through `alignment` can change (the crop square's, or
+    `support`'s, image in the frame, inside the frame), or None when that lies outside the frame."""
+    size = alignment.size
+    sx0, sy0, sx1, sy1 = (0, 0, size, size) if support is None else support
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    inv = alignment.inverse()
+    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    h, w = frame_shape[:2]
+    x0, y0 = int(max(math.floor(corners[:, 0].min()), 0)), int(max(math.floor(corners[:, 1].min()), 0))
+    x1, y1 = int(min(math.ceil(corners[:, 0].max()) + 1, w)), int(min(math.ceil(corners[:, 1].max()) + 1, h))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
 def warp_to_frame(face: np.ndarray, alignment: Alignment, frame_shape: tuple[int, ...],
                   mask: np.ndarray | None = None, support: tuple[int, int, int, int] | None = None,
                   ) -> tuple[np.ndarray, np.ndarray, int, int] | None:
@@ -257,16 +275,11 @@ def warp_to_frame(face: np.ndarray, alignment: Alignment, frame_shape: tuple[int
     size = alignment.size
     if face.shape[:2] != (size, size):
         raise ValueError(f"face is {face.shape[:2]}, the alignment expects {size}x{size}")
+    rect = footprint(alignment, frame_shape, support)
+    if rect is None:
+        return None
+    x0, y0, x1, y1 = rect
     inv = alignment.inverse()
-    sx0, sy0, sx1, sy1 = (0, 0, size, size) if support is None else support
-    if sx1 <= sx0 or sy1 <= sy0:
-        return None
-    corners = np.array([[sx0, sy0], [sx1, sy0], [sx0, sy1], [sx1, sy1]], np.float64) @ inv[:, :2].T + inv[:, 2]
-    h, w = frame_shape[:2]
-    x0, y0 = int(max(math.floor(corners[:, 0].min()), 0)), int(max(math.floor(corners[:, 1].min()), 0))
-    x1, y1 = int(min(math.ceil(corners[:, 0].max()) + 1, w)), int(min(math.ceil(corners[:, 1].max()) + 1, h))
-    if x1 <= x0 or y1 <= y0:
-        return None
     inv_r = inv.copy()
     inv_r[:, 2] -= np.array([x0, y0], np.float64)  # crop -> footprint region
     dsize = (x1 - x0, y1 - y0)

@@ -41,6 +41,7 @@ from swapstream.faces.align import (
     Alignment,
     AlignTemplate,
     eye_distance,
+    footprint,
     mask_support,
     paste_aligned,
     plausible,
@@ -104,7 +105,11 @@ def shorten(text: str, limit: int = NAME_LIMIT) -> str:
 class PipelineConfig:
     """Server-side defaults; a stream's SwapOptions may override some of them."""
 
-    redetect_every: int = 5       # full-frame detection every K frames
+    # Full-frame detection every K frames. Between them a face is followed by its landmarks (aligned
+    # models) or found by Haar near its last box; the whole-frame search only notices faces coming
+    # and going and confirms the tracks, and on a 720p frame it costs about 20 ms of CPU: at K = 10 a
+    # new face is picked up within a third of a second at 30 FPS, for 2 ms per frame on average.
+    redetect_every: int = 10
     detect_max_side: int = 320    # whole-frame Haar runs on a grey image downscaled to this side
     min_face_frac: float = 0.1    # smallest face found in a whole frame, share of its shorter side
     rescan_scale_factor: float = 1.2  # Haar scale step of the scheduled whole-frame search while tracking
@@ -147,6 +152,7 @@ class StreamSettings:
     reply_encoding: int  # ENCODING_UNSPECIFIED = same as each input frame
     jpeg_quality: int
     keep_mouth: bool = False  # aligned models: the source's mouth stays over the swap
+    reply_region: bool = False  # reply with the changed rectangle only (SwappedFrame.region)
 
     @classmethod
     def resolve(cls, config: PipelineConfig, options: swap_pb2.SwapOptions | None) -> "StreamSettings":
@@ -169,6 +175,7 @@ class StreamSettings:
             reply_encoding=int(o.reply_encoding),
             jpeg_quality=int(o.jpeg_quality or config.jpeg_quality),
             keep_mouth=bool(o.keep_mouth),
+            reply_region=bool(o.reply_region),
         )
 
 
@@ -431,7 +438,14 @@ class SwapPipeline:
                 blend_ms = (time.perf_counter() - t0) * 1000.0
             t0 = time.perf_counter()
             encoding = settings.reply_encoding or job.encoding
-            data = encode_frame(frame, encoding, settings.jpeg_quality)
+            region = None
+            if settings.reply_region:
+                # Only the pixels the swap (and the mark) changed travel back: the client has the rest.
+                region = self._changed_region(job, frame.shape) if job.future is not None else (0, 0, 0, 0)
+                x0, y0, x1, y1 = region
+                data = encode_frame(frame[y0:y1, x0:x1], encoding, settings.jpeg_quality) if x1 > x0 else b""
+            else:
+                data = encode_frame(frame, encoding, settings.jpeg_quality)
             encode_ms = (time.perf_counter() - t0) * 1000.0
             if len(data) + REPLY_OVERHEAD > self.config.max_reply_bytes:
                 raise SwapError(Failure.BAD_INPUT, self._too_large(encoding, len(data)))
@@ -442,6 +456,10 @@ class SwapPipeline:
         reply.data = data
         reply.encoding = encoding
         reply.height, reply.width = frame.shape[:2]
+        if region is not None:
+            x0, y0, x1, y1 = region
+            reply.region.SetInParent()  # present even when empty: "nothing changed"
+            reply.region.x, reply.region.y, reply.region.width, reply.region.height = x0, y0, x1 - x0, y1 - y0
         for b in job.boxes:
             reply.faces.add(x=b.x, y=b.y, width=b.w, height=b.h)
         t = reply.timings
@@ -451,6 +469,31 @@ class SwapPipeline:
         t.queue_ms = max(0.0, t.total_ms - (job.decode_ms + job.detect_ms + job.align_ms + infer_ms + blend_ms
                                             + encode_ms))
         return FrameResult(reply)
+
+    # The changed rectangle is grown to whole 16 px blocks (JPEG's 4:2:0 coding unit): a region reply
+    # is then coded in the same blocks as the whole frame would be, and its edge lies on unchanged pixels.
+    REGION_BLOCK = 16
+
+    def _changed_region(self, job: FrameJob, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): every frame pixel the faces' paste and mark may have changed, in whole blocks."""
+        rects = [(b.x, b.y, b.x + b.w, b.y + b.h) for b in job.boxes]  # where the marker works
+        if self.aligned:
+            out = self.model.manifest.out_size
+            for al in job.alignments:
+                r = footprint(rescale(al, out), shape, self._support)
+                if r is not None:
+                    rects.append(r)
+        else:
+            rects += [(t.box.x, t.box.y, t.box.x + t.box.w, t.box.y + t.box.h) for t in job.transforms]
+        if not rects:
+            return (0, 0, 0, 0)
+        h, w = shape[:2]
+        k = self.REGION_BLOCK
+        x0 = max(0, min(r[0] for r in rects)) // k * k
+        y0 = max(0, min(r[1] for r in rects)) // k * k
+        x1 = min(w, -(-max(r[2] for r in rects) // k) * k)
+        y1 = min(h, -(-max(r[3] for r in rects) // k) * k)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else (0, 0, 0, 0)
 
     @staticmethod
     def _failed(reply: swap_pb2.SwappedFrame, job: FrameJob, error: SwapError) -> FrameResult:

@@ -99,3 +99,33 @@ def test_bench_over_grpc_and_in_process(server, models_dir, tmp_path, capsys):
     assert "latency p50" in capsys.readouterr().out
     assert bench.main(["--model", "nope", "--server", server, "--frames", "3", "--warmup", "0"]) == 2
     assert bench.main(["--model", "neg", "--frames", "3", "--warmup", "3"]) == 2
+
+
+def test_region_replies_match_whole_replies_and_bad_regions_are_refused(server):
+    """`stream` asks for the changed rectangle only (reply_region) by default: the frames it rebuilds
+    equal the whole-frame replies up to JPEG's rounding at the rectangle's edge; a region that does not
+    fit the frame sent is an error, not a silent misplacement."""
+    import numpy as np
+
+    from swapstream.v1 import swap_pb2
+
+    frames = [f[32:32 + H] for f in face_frames(4, size=256)]
+    with stream.SwapClient(server) as client:
+        whole = list(client.stream(frames, "neg"))
+        parts = list(client.stream(frames, "neg", options=swap_pb2.SwapOptions(reply_region=True), keep_source=False))
+    assert all(r.reply.HasField("region") for r in parts) and not any(r.reply.HasField("region") for r in whole)
+    assert all(p.source is None and p.image.shape == frames[0].shape for p in parts)
+    assert all(np.array_equal(f, g[32:32 + H]) for f, g in zip(frames, face_frames(4, size=256)))  # left as given
+    swapped = 0
+    for f, w, p in zip(frames, whole, parts):
+        r = p.reply.region
+        swapped += r.width > 0
+        assert len(p.reply.data) <= len(w.reply.data)
+        assert np.abs(p.image.astype(int) - w.image).mean() < 1.5
+    assert swapped >= 3
+    bad = swap_pb2.SwappedFrame(index=7, encoding=swap_pb2.JPEG, width=W, height=H,
+                                region=swap_pb2.FaceBox(x=W - 8, y=0, width=16, height=16))
+    with pytest.raises(RuntimeError, match="does not fit"):
+        stream.reply_image(bad, np.zeros((H, W, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="not kept"):
+        stream.reply_image(bad, None)

@@ -159,6 +159,47 @@ def test_aligned_stream_changes_the_face_only_and_reports_align_time(models_dir,
         assert diff[~square].max() == 0
 
 
+@pytest.mark.parametrize("model", ["aligned", "old"])
+def test_region_replies_rebuild_the_whole_reply_exactly(models_dir, frames, model):
+    """A reply_region stream sends only the rectangle the swap (and the mark) changed; pasted into the
+    frame sent it gives the whole-frame reply bit for bit (PNG: lossless), and a frame without a face
+    comes back as an empty region."""
+    from swapstream.clients.stream import reply_image
+
+    images = [*frames[:4], np.full_like(frames[0], 128)]  # the last: no face
+    marks = []
+
+    def marker_for(_):
+        def mark(frame, boxes):  # as the watermark: it changes every pixel of each face box
+            for b in boxes:
+                frame[max(b.y, 0):b.y + b.h, max(b.x, 0):b.x + b.w] ^= 1
+            marks.append(len(boxes))
+            return frame
+        return mark
+
+    with run_server(models_dir, 0, device="cpu", markers=marker_for) as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = swap_pb2_grpc.FaceSwapStub(channel)
+        whole = list(stub.StreamSwap(_msgs(images, model), timeout=60))
+        parts = list(stub.StreamSwap(_msgs(images, model, swap_pb2.SwapOptions(reply_region=True)), timeout=60))
+        channel.close()
+    assert not any(r.HasField("error") for r in whole + parts) and all(r.HasField("region") for r in parts)
+    assert not any(r.HasField("region") for r in whole)
+    for image, w, p in zip(images, whole, parts):
+        full = _png(w.data)
+        assert np.array_equal(reply_image(p, image), full)
+        r = p.region
+        if not w.faces:
+            assert (r.width, r.height, len(p.data)) == (0, 0, 0) and np.array_equal(full, image)
+            continue
+        assert r.x % 16 == 0 and r.y % 16 == 0 and 0 < r.width * r.height < image.shape[0] * image.shape[1]
+        assert len(p.data) < len(w.data)
+        changed = np.nonzero(np.abs(full.astype(int) - image).max(2))
+        assert len(changed[0]) and changed[0].min() >= r.y and changed[0].max() < r.y + r.height
+        assert changed[1].min() >= r.x and changed[1].max() < r.x + r.width
+    assert sum(1 for w in whole if w.faces) >= 3
+
+
 def _box(f):
     from swapstream.faces.detect import Box
 
@@ -200,6 +241,7 @@ def test_marker_and_seamless_on_the_aligned_path(models_dir, frames):
         return mark
 
     with run_server(models_dir, 0, device="cpu", markers=marker_for) as port:
+        seen.clear()  # the server may have marked its own warm-up frame while starting
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = swap_pb2_grpc.FaceSwapStub(channel)
         opts = swap_pb2.SwapOptions(blend=swap_pb2.BLEND_SEAMLESS, reply_encoding=swap_pb2.PNG)
@@ -269,7 +311,7 @@ def test_tracker_follows_confirmed_faces_by_their_landmarks(registry):
     from swapstream.faces.detect import HaarDetector
 
     images = face_frames(20, size=256, seed=4)
-    pipeline = SwapPipeline(registry.get("aligned"), PipelineConfig())
+    pipeline = SwapPipeline(registry.get("aligned"), PipelineConfig(redetect_every=5))
     settings = StreamSettings.resolve(pipeline.config, None)
     tracker = pipeline.new_tracker(settings)
     haar = HaarDetector()
