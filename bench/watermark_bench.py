@@ -36,7 +36,15 @@ from swapstream.server.tracking import FaceTracker
 PAYLOAD = wm.model_id("bench-model", "0" * 64)
 # What `verify --models` would know: the model and 99 others.
 MODELS = {wm.model_id(f"decoy-{i}", "0" * 64): f"decoy-{i}" for i in range(99)} | {PAYLOAD: "bench-model"}
-SMALL_FACE = 128  # px: below the detector's smallest window (2x2 tiles); reported apart
+SMALL_FACE = 128  # px: faces under this (the full-body clip s13) are reported apart as well
+
+
+GROUPS = ("all", f"face>={SMALL_FACE}px", f"face<{SMALL_FACE}px")
+
+
+def in_group(group: str, side: int) -> bool:
+    """Whether a face box of `side` px counts in a GROUPS entry."""
+    return group == "all" or (side >= SMALL_FACE) == (group == f"face>={SMALL_FACE}px")
 
 
 def read_frames(path: str, limit: int | None = None) -> tuple[list[np.ndarray], float]:
@@ -135,7 +143,7 @@ def main() -> int:
     t_start = time.perf_counter()
     conds = ("raw", "jpeg75", "h264", "h264_fixed_anchor", "h264_swapped_like")
     totals = {(c, g): {"frames": 0, "found": 0, "payload_ok": 0, "model_ok": 0, "scores": []}
-              for c in conds for g in ("all", f"face>={SMALL_FACE}px")}
+              for c in conds for g in GROUPS}
     per_video, psnrs, clip_verdicts, clip_fp = [], [], {"h264": [], "h264_swapped_like": []}, []
     timing_frames = {}
     for path in videos:
@@ -173,8 +181,8 @@ def main() -> int:
                "face_px": int(np.median([boxes[i][2] for i in keep])) if keep else 0}
         for c, fs in sets.items():
             dets = [wm.analyze(fs[i]) for i in keep]
-            for g in ("all", f"face>={SMALL_FACE}px"):
-                use = [d for d, i in zip(dets, keep) if g == "all" or boxes[i][2] >= SMALL_FACE]
+            for g in GROUPS:
+                use = [d for d, i in zip(dets, keep) if in_group(g, boxes[i][2])]
                 tot = totals[(c, g)]
                 tot["frames"] += len(use)
                 tot["found"] += sum(d.found for d in use)

@@ -47,13 +47,27 @@ BAND = (0.06, 0.18)
 # Detector pre-filter: a difference of Gaussians (sigmas in px) matched to BAND, and the box
 # (px) over which the local variance that weights it is taken.
 PREFILTER = (0.7, 2.5, 9)
-PILOT_SHARE = 0.25  # share of the mark's power spent on the pilot (finding it), the rest on the bits
+# Share of the mark's power spent on the pilot (finding it), the rest on the bits. The detector
+# does not depend on it (marks of any share are read); half makes small faces findable.
+PILOT_SHARE = 0.5
 DEFAULT_STRENGTH = 2.2  # RMS of the mark in luma levels (0..255) where the region's weight is 1
+# Adaptive strength (embed's `adaptive`): faces under FULL_STRENGTH_SIDE px get up to
+# MAX_SIZE_GAIN times the strength; the local band RMS over TEXTURE_REF (luma levels, about
+# typical real skin), clipped to [TEXTURE_FLOOR, TEXTURE_CAP] and taken over TEXTURE_BOX px,
+# scales it per pixel.
+FULL_STRENGTH_SIDE = 150.0
+MAX_SIZE_GAIN = 3.0
+TEXTURE_REF = 1.7
+TEXTURE_FLOOR = 0.6
+TEXTURE_CAP = 1.0
+TEXTURE_BOX = 9
 # Score threshold in standard deviations; the best of ~4096 shifts x up to hundreds of windows
 # is taken, so a single window's null tail is not the per-frame false-positive rate:
 # bench/watermark_bench.py measures that on real unmarked frames.
 DEFAULT_THRESHOLD = 7.0
-WINDOW_TILES = (2, 3, 4, 6)
+BLOCK = TILE // 2  # px: windows start and end on this half-tile grid
+# Window sides in blocks and the step between windows of that side (blocks).
+WINDOW_BLOCKS = ((3, 1), (4, 1), (6, 2), (8, 2), (12, 4))
 PUBLIC_KEY = "swapstream-public-watermark-v1"
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of ITU-R BT.601 luma
 
@@ -188,23 +202,68 @@ def _check_frame(frame: np.ndarray) -> None:
 
 
 def embed(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC_KEY,
-          strength: float = DEFAULT_STRENGTH, anchor: tuple[int, int] | None = None) -> np.ndarray:
+          strength: float = DEFAULT_STRENGTH, anchor: tuple[float, float] | None = None,
+          adaptive: bool = True) -> np.ndarray:
     """Return a copy of `frame_bgr` with the 32-bit `payload` marked inside `region`.
 
     region: a box (x, y, w, h) or a Box (its edges are feathered), or an HxW mask (bool, uint8
         0..255 or float 0..1; its values scale the mark).
+    strength: RMS of the mark in luma levels on a face of FULL_STRENGTH_SIDE px or more with
+        skin of typical texture (TEXTURE_REF).
     anchor: the frame position (x, y) where the pattern's tile starts, in pixels (fractions
         allowed); by default the frame's origin. The detector searches every anchor. In a video,
         pass `AnchorTracker.update`'s anchor so the mark moves with the face: H.264 keeps it.
-    The input frame is not modified.
+    adaptive: the strength follows the local texture (`texture_weight`: less on flat skin,
+        where a mark shows, more in texture, which hides it) and grows on small faces
+        (`size_gain`), whose detection score would otherwise fall with their side.
+    The input frame is not modified (`embed_inplace` marks the caller's own frame).
+    """
+    _check_frame(frame_bgr)
+    return embed_inplace(frame_bgr.copy(), region, payload, key, strength, anchor, adaptive)
+
+
+def size_gain(side: float) -> float:
+    """The strength factor for a face of `side` px (sqrt of its box's area): 1 from
+    FULL_STRENGTH_SIDE up, (FULL_STRENGTH_SIDE / side)^3 below, at most MAX_SIZE_GAIN. At a fixed
+    strength the detector's score falls with the side, and faster than the side on small faces,
+    whose features move into the mark's band and add to the noise the detector sees."""
+    return float(np.clip((FULL_STRENGTH_SIDE / max(float(side), 1.0)) ** 3, 1.0, MAX_SIZE_GAIN))
+
+
+def texture_weight(luma: np.ndarray) -> np.ndarray:
+    """Per-pixel strength factor from a luma patch's local texture in the mark's band.
+
+    The local RMS of the band-pass luma over TEXTURE_REF: flat skin, where additive noise shows
+    as grain, gets TEXTURE_FLOOR (it still carries some mark), skin of typical texture and
+    detail (brows, hair, edges) that masks the mark TEXTURE_CAP. Smooth in space, so the weight
+    adds no structure of its own; taken at half resolution (the band lies below a quarter cycle
+    per pixel, and the weight varies slowly), which makes it cheap.
+    """
+    h, w = luma.shape
+    small = cv2.resize(luma.astype(np.float32, copy=False), ((w + 1) // 2, (h + 1) // 2),
+                       interpolation=cv2.INTER_AREA)
+    # Area halving already drops what lies above the band: the low cut alone is left to do.
+    band = small - cv2.GaussianBlur(small, (0, 0), PREFILTER[1] / 2)
+    side = TEXTURE_BOX // 2 + 1
+    rms = np.sqrt(cv2.blur(band * band, (side, side)))
+    rms = cv2.blur(rms, (side, side))
+    weight = cv2.resize(rms, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(1.0 / TEXTURE_REF)
+    return np.clip(weight, TEXTURE_FLOOR, TEXTURE_CAP, out=weight)
+
+
+def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC_KEY,
+                  strength: float = DEFAULT_STRENGTH, anchor: tuple[float, float] | None = None,
+                  adaptive: bool = True) -> np.ndarray:
+    """`embed` into `frame_bgr` itself (only the region's pixels are touched) and return it.
+
+    For a caller that owns its frame (the server's pipeline): no copy of the whole frame.
     """
     _check_frame(frame_bgr)
     if not strength > 0:
         raise ValueError("the watermark strength must be positive")
     (x, y, w, h), weight = _region(frame_bgr.shape[:2], region)
-    out = frame_bgr.copy()
     if w == 0 or h == 0:
-        return out
+        return frame_bgr
     ax, ay = (0.0, 0.0) if anchor is None else (float(anchor[0]), float(anchor[1]))
     tile = _tile(_key_bytes(key), int(payload))
     iy, ix = int(np.floor(ay)), int(np.floor(ax))
@@ -212,14 +271,17 @@ def embed(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC
         tile = _subpixel_shift(tile, ax - ix, ay - iy)
     # The tile, rolled so that its origin falls on the anchor, repeated over the region.
     rolled = np.roll(tile, ((iy - y) % TILE, (ix - x) % TILE), axis=(0, 1))
+    view = frame_bgr[y:y + h, x:x + w]
+    if adaptive:
+        strength = strength * size_gain(np.sqrt(float(w) * h))
     delta = np.tile(rolled, (-(-h // TILE), -(-w // TILE)))[:h, :w] * np.float32(strength)
     if weight is not None:
         delta *= weight
-    patch = out[y:y + h, x:x + w].astype(np.float32)
-    patch += delta[:, :, None]
-    np.clip(patch + 0.5, 0, 255, out=patch)
-    out[y:y + h, x:x + w] = patch.astype(np.uint8)
-    return out
+    if adaptive:
+        delta *= texture_weight(cv2.cvtColor(view, cv2.COLOR_BGR2GRAY))
+    # The same delta on B, G and R, added with rounding and saturation straight into the frame.
+    cv2.add(view, cv2.merge((delta, delta, delta)), dst=view, dtype=cv2.CV_8U)
+    return frame_bgr
 
 
 def _subpixel_shift(tile: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -245,7 +307,7 @@ class AnchorTracker:
     def __init__(self, max_step: float = 0.25, min_response: float = 0.15) -> None:
         self.max_step = max_step  # a jump over this share of the box side restarts the anchor
         self.min_response = min_response  # a phase-correlation peak under this: unrelated frames (a cut)
-        self._prev: np.ndarray | None = None
+        self._prev: tuple[np.ndarray, int, int, tuple[int, int]] | None = None  # grey crop, its x, y, frame size
         self.anchor: tuple[float, float] | None = None
 
     def reset(self) -> None:
@@ -255,23 +317,46 @@ class AnchorTracker:
     def update(self, frame_bgr: np.ndarray, region) -> tuple[float, float]:
         """The anchor (x, y) for this frame's mark of the face in `region` (a box or a mask)."""
         _check_frame(frame_bgr)
-        (x, y, w, h), _ = _region(frame_bgr.shape[:2], region)
-        grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
-        prev, self._prev = self._prev, grey
+        fh, fw = frame_bgr.shape[:2]
+        (x, y, w, h), _ = _region((fh, fw), region)
         if w < 16 or h < 16:
             self.reset()
             return (float(x), float(y))
-        if prev is None or prev.shape != grey.shape or self.anchor is None:
+        # Grey only around the face: the box plus the largest motion the next frame may still
+        # follow (max_step of its side), not the whole frame.
+        m = int(self.max_step * max(w, h)) + 2
+        cx0, cy0 = max(x - m, 0), max(y - m, 0)
+        grey = cv2.cvtColor(frame_bgr[cy0:min(y + h + m, fh), cx0:min(x + w + m, fw)], cv2.COLOR_BGR2GRAY)
+        prev, self._prev = self._prev, (grey, cx0, cy0, (fh, fw))
+        if prev is None or prev[3] != (fh, fw) or self.anchor is None:
             self.anchor = (float(x), float(y))
             return self.anchor
-        a = prev[y:y + h, x:x + w].astype(np.float32)
-        b = grey[y:y + h, x:x + w].astype(np.float32)
-        (dx, dy), response = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((w, h), cv2.CV_32F))
+        pgrey, px0, py0, _ = prev
+        # Correlate the box where the previous crop holds it too, trimmed (centred) to a multiple
+        # of 8 px per side so one Hanning window per size serves many frames.
+        ix0, iy0 = max(x, px0), max(y, py0)
+        ix1, iy1 = min(x + w, px0 + pgrey.shape[1]), min(y + h, py0 + pgrey.shape[0])
+        cw, ch = (ix1 - ix0) // 8 * 8, (iy1 - iy0) // 8 * 8
+        if cw < 16 or ch < 16:
+            self.anchor = (float(x), float(y))
+            return self.anchor
+        ix0, iy0 = ix0 + (ix1 - ix0 - cw) // 2, iy0 + (iy1 - iy0 - ch) // 2
+        a = pgrey[iy0 - py0:iy0 - py0 + ch, ix0 - px0:ix0 - px0 + cw].astype(np.float32)
+        b = grey[iy0 - cy0:iy0 - cy0 + ch, ix0 - cx0:ix0 - cx0 + cw].astype(np.float32)
+        (dx, dy), response = cv2.phaseCorrelate(a, b, _hanning(cw, ch))
         if response < self.min_response or max(abs(dx) / w, abs(dy) / h) > self.max_step:
             self.anchor = (float(x), float(y))  # a cut or a lost face: start again
         else:
             self.anchor = (self.anchor[0] + dx, self.anchor[1] + dy)
         return self.anchor
+
+
+@lru_cache(maxsize=32)
+def _hanning(w: int, h: int) -> np.ndarray:
+    """The w x h Hanning window phase correlation weighs the face with (read-only, per size)."""
+    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    win.setflags(write=False)
+    return win
 
 
 def _whitened(frame_bgr: np.ndarray) -> np.ndarray:
@@ -282,35 +367,49 @@ def _whitened(frame_bgr: np.ndarray) -> np.ndarray:
     return band / (var + 1.0)
 
 
-def _windows(ht: int, wt: int) -> np.ndarray:
-    """Candidate windows (y0, x0, y1, x1) in tiles: squares of WINDOW_TILES sides and the whole frame."""
-    rects = {(0, 0, ht, wt)}
-    for side in WINDOW_TILES:
-        sy, sx = min(side, ht), min(side, wt)
-        step = 1 if side <= 3 else 2
-        for y0 in range(0, ht - sy + 1, step):
-            for x0 in range(0, wt - sx + 1, step):
+def _windows(hb: int, wb: int) -> np.ndarray:
+    """Candidate windows (y0, x0, y1, x1) in blocks: squares of WINDOW_BLOCKS sides and the whole frame."""
+    rects = {(0, 0, hb, wb)}
+    for side, step in WINDOW_BLOCKS:
+        sy, sx = min(side, hb), min(side, wb)
+        for y0 in sorted(set(range(0, hb - sy + 1, step)) | {hb - sy}):
+            for x0 in sorted(set(range(0, wb - sx + 1, step)) | {wb - sx}):
                 rects.add((y0, x0, y0 + sy, x0 + sx))
     return np.array(sorted(rects), dtype=np.int64)
+
+
+@lru_cache(maxsize=16)
+def _parity_phase(key: bytes) -> np.ndarray:
+    """(2, 2, band bins): the phase that places a BLOCK-sided block at quadrant (py, px) of the tile."""
+    rows, cols = _tables(key).band_index
+    q = np.array([[(-1.0) ** (rows * py + cols * px) for px in (0, 1)] for py in (0, 1)], np.float32)
+    q.setflags(write=False)
+    return q
 
 
 def analyze(frame_bgr: np.ndarray, key: str | bytes = PUBLIC_KEY,
             threshold: float = DEFAULT_THRESHOLD) -> Detection:
     """Look for the mark of `key` anywhere in a BGR frame; return the best window's `Detection`."""
     _check_frame(frame_bgr)
-    t = _tables(_key_bytes(key))
-    ht, wt = frame_bgr.shape[0] // TILE, frame_bgr.shape[1] // TILE
-    if ht < 1 or wt < 1:
+    kb = _key_bytes(key)
+    t = _tables(kb)
+    hb, wb = frame_bgr.shape[0] // BLOCK, frame_bgr.shape[1] // BLOCK
+    if hb < 2 or wb < 2:
         return Detection(False, None, 0.0, np.zeros(N_BITS, np.float32), None, None)
-    f = _whitened(frame_bgr)[:ht * TILE, :wt * TILE]
-    tiles = f.reshape(ht, TILE, wt, TILE).transpose(0, 2, 1, 3)  # (ht, wt, TILE, TILE)
+    f = _whitened(frame_bgr)[:hb * BLOCK, :wb * BLOCK]
+    blocks = f.reshape(hb, BLOCK, wb, BLOCK).transpose(0, 2, 1, 3)  # (hb, wb, BLOCK, BLOCK)
+    # Fold on the half-tile grid: each block's spectrum on the TILE-periodic grid is its zero-
+    # padded transform times the phase of the quadrant it lands in, so any window of blocks (at
+    # any half-tile offset) sums to the fold of its pixels modulo TILE in frame coordinates.
     # Only the band's frequencies carry the mark: fold and sum those alone (a tenth of the spectrum).
     rows, cols = t.band_index
-    acc = np.zeros((ht + 1, wt + 1, rows.size), np.complex64)
-    acc[1:, 1:] = np.fft.rfft2(tiles)[:, :, rows, cols].cumsum(0).cumsum(1)
-    r = _windows(ht, wt)
+    spectra = np.fft.rfft2(blocks, s=(TILE, TILE))[:, :, rows, cols].astype(np.complex64)
+    phase = _parity_phase(kb)
+    spectra *= phase[np.arange(hb)[:, None] % 2, np.arange(wb)[None, :] % 2]
+    acc = np.zeros((hb + 1, wb + 1, rows.size), np.complex64)
+    acc[1:, 1:] = spectra.cumsum(0).cumsum(1)
+    r = _windows(hb, wb)
     y0, x0, y1, x1 = r[:, 0], r[:, 1], r[:, 2], r[:, 3]
-    # A window's spectrum is the spectrum of its tiles folded onto one (the pattern is periodic).
     spec = acc[y1, x1] - acc[y0, x1] - acc[y1, x0] + acc[y0, x0]
     # Null variance of a correlation with a random pattern of this band: the band's mean power.
     var = (np.abs(spec) ** 2 * t.band[rows, cols]).sum(1)
@@ -322,7 +421,7 @@ def analyze(frame_bgr: np.ndarray, key: str | bytes = PUBLIC_KEY,
     z = maps[np.arange(len(r)), idx] / np.sqrt(np.maximum(var, 1e-12))
     best = int(np.argmax(z))
     wy0, wx0, wy1, wx1 = (int(v) for v in r[best])
-    box = (wx0 * TILE, wy0 * TILE, (wx1 - wx0) * TILE, (wy1 - wy0) * TILE)
+    box = (wx0 * BLOCK, wy0 * BLOCK, (wx1 - wx0) * BLOCK, (wy1 - wy0) * BLOCK)
     sy, sx = divmod(int(idx[best]), TILE)
     # At the best window and shift: every pattern's correlation with the fold, and the null
     # variance again without the power those 33 patterns explain (the mark itself would

@@ -52,9 +52,10 @@ class Watermarker:
         self.strength = float(strength)
 
     def __call__(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """A single image: every face box marked at the frame's own anchor."""
+        """A single image: every face box marked at the frame's own anchor, in place (the
+        pipeline hands the marker its own frame, blended and not yet encoded)."""
         for box in boxes:
-            frame = wm.embed(frame, box, self.payload, self.key, self.strength)
+            wm.embed_inplace(frame, box, self.payload, self.key, self.strength)
         return frame
 
     def for_stream(self) -> Callable[[np.ndarray, Sequence[Box]], np.ndarray]:
@@ -67,7 +68,7 @@ class Watermarker:
                 trackers[:] = [wm.AnchorTracker() for _ in boxes]
             for box, tracker in zip(boxes, trackers):
                 anchor = tracker.update(frame, box)
-                frame = wm.embed(frame, box, self.payload, self.key, self.strength, anchor=anchor)
+                wm.embed_inplace(frame, box, self.payload, self.key, self.strength, anchor=anchor)
             return frame
 
         return mark
