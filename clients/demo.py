@@ -4,10 +4,14 @@ Render two synthetic identities, extract their aligned face sets, train `ae` wit
 (64 px in, a 128 px face out) for a bounded time, starting from the shipped prior when there is
 one (`train --init`), export it to ONNX, start the server on a free loopback port, stream a clip
 of A through it, and write the swapped video, a side-by-side video, a preview PNG, the latency
-summary and quality.json to out/demo/. quality.json holds the judge's report (faces/judge.py,
-where dlib is installed) and, on the synthetic pair, the SSIM of the swapped face to the
-ground-truth render (B making exactly A's moves) and of the unswapped source's. With --a/--b it
-does the same with two real videos.
+summary and quality.json to out/demo/. The server marks every swapped face with its watermark
+(on by default), which adds fine grain the detail measure counts; so the clip is streamed once
+more through a server started with --no-watermark (swapped_unmarked.mp4), and both swaps are
+judged. quality.json holds the judge's report (faces/judge.py, where dlib is installed; the
+ceiling row from the exported model's manifest; the unmarked swap as its variant "unmarked")
+and, on the synthetic pair, the SSIM of both swapped faces to the ground-truth render (B making
+exactly A's moves) and of the unswapped source's. With --a/--b it does the same with two real
+videos.
 
 Each stage runs the public `swapstream` subcommand in a child process, exactly as a user
 would, so the demo exercises the same contracts as scripts outside the repo and this module
@@ -66,10 +70,11 @@ class Stage:
 class ServerProcess:
     """`swapstream serve` on a free loopback port, stopped with SIGTERM like a deployment would."""
 
-    def __init__(self, models_dir: str, log_path: str) -> None:
+    def __init__(self, models_dir: str, log_path: str, extra: list[str] | None = None) -> None:
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swapstream.clients.cli", "serve", "--models", models_dir, "--port", "0"],
+            [sys.executable, "-m", "swapstream.clients.cli", "serve", "--models", models_dir, "--port", "0",
+             *(extra or [])],
             stdout=subprocess.PIPE, stderr=self._log, text=True)
         self.address = self._wait_for_address()
         # keep draining stdout so the server never blocks on a full pipe
@@ -183,14 +188,21 @@ def synthetic_quality(source: str, swapped: str, truth: str, side: int = QUALITY
             "targets": {"ssim_swap_vs_truth": 0.85, "ssim_gain_over_copy": 0.12}}
 
 
-def judge_quality(swapped: str, video_a: str, video_b: str, source: str, crop_size: int) -> dict:
-    """The real-face judge's report (faces/judge.py), or why it could not run."""
+def judge_quality(swapped: str, video_a: str, video_b: str, source: str, model_dir: str,
+                  unmarked: str | None = None) -> dict:
+    """The real-face judge's report (faces/judge.py), or why it could not run.
+
+    The ceiling row follows the model folder's manifest (`ceiling_settings`: for the demo's
+    aligned model the aligned crop at its output side, pasted back with the server's blend mask);
+    `unmarked`, the same clip served without the watermark, is judged in the same pass as the
+    variant "unmarked"."""
     try:
-        from swapstream.faces.judge import JudgeUnavailable, format_line, judge_videos
+        from swapstream.faces.judge import JudgeUnavailable, ceiling_settings, format_line, judge_videos
     except ImportError as exc:  # pragma: no cover - the judge module itself imports no optional package
         return {"unavailable": str(exc)}
     try:
-        result = judge_videos(swapped, video_a, video_b, source=source, crop_size=crop_size)
+        result = judge_videos(swapped, video_a, video_b, source=source, variants={"unmarked": unmarked} if unmarked
+                              else None, **ceiling_settings(model_dir))
     except JudgeUnavailable as exc:
         return {"unavailable": str(exc)}
     result["line"] = format_line(result)
@@ -215,7 +227,9 @@ def quality_lines(quality: dict) -> list[str]:
     lines = []
     syn = quality.get("synthetic")
     if syn:
-        lines.append(f"synthetic: SSIM of the swapped face to the ground truth {syn['ssim_swap_vs_truth']:.3f} "
+        unmarked = quality.get("synthetic_unmarked")
+        also = f", unmarked {unmarked['ssim_swap_vs_truth']:.3f}" if unmarked else ""
+        lines.append(f"synthetic: SSIM of the swapped face to the ground truth {syn['ssim_swap_vs_truth']:.3f}{also} "
                      f"(source copy {syn['ssim_source_copy_vs_truth']:.3f}, gain "
                      f"{syn['ssim_gain_over_copy']:+.3f}; targets >= 0.85 and >= +0.12), {syn['faces']} faces")
     judge = quality.get("judge") or {}
@@ -314,6 +328,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             code = server.stop()
         print(f"server stopped (exit code {code})")
+        # The same clip from the same model with no watermark: the judge's detail should count
+        # only what the network drew, and the watermark's grain adds band-pass "detail".
+        unmarked = os.path.join(out, "swapped_unmarked.mp4")
+        server = ServerProcess(models, os.path.join(out, "server_unmarked.log"), ["--no-watermark"])
+        try:
+            stage.run(["stream", clip, "-o", unmarked, "--model", MODEL_NAME, "--server", server.address,
+                       "--no-progress", *colour])
+        finally:
+            code = server.stop()
+        print(f"server (--no-watermark) stopped (exit code {code})")
 
         columns = {"source (A)": clip, "swapped (A->B)": swapped}
         if truth:
@@ -321,20 +345,21 @@ def main(argv: list[str] | None = None) -> int:
         preview(columns, os.path.join(out, "preview.png"))
 
         quality: dict = {"prior": prior, "training": _training_summary(run_dir)}
+        quality["videos"] = {"marked": swapped, "unmarked": unmarked}
         if truth:
             quality["synthetic"] = synthetic_quality(clip, swapped, truth)
+            quality["synthetic_unmarked"] = synthetic_quality(clip, unmarked, truth)
         print("\njudging the swap (faces/judge.py) ...", flush=True)
         t_judge = time.perf_counter()
-        quality["judge"] = judge_quality(swapped, video_a, video_b, clip,
-                                         quality["training"].get("output_size") or QUALITY_FACE_SIDE)
+        quality["judge"] = judge_quality(swapped, video_a, video_b, clip, model_dir, unmarked=unmarked)
         quality["judge_seconds"] = round(time.perf_counter() - t_judge, 1)
         write_json(os.path.join(out, "quality.json"), quality)
         took = time.perf_counter() - start
         summary = {"seconds": round(took, 1), "stages": [{"command": c, "seconds": round(s, 1)} for c, s in stage.log],
                    "outputs": sorted(os.listdir(out))}
         write_json(os.path.join(out, "demo.json"), summary)
-        print(f"\ndemo finished in {took:.0f} s. In {out}/: swapped.mp4, side_by_side.mp4, preview.png, "
-              f"faces.png, quality.json, latency.md, latency.json, demo.json")
+        print(f"\ndemo finished in {took:.0f} s. In {out}/: swapped.mp4, swapped_unmarked.mp4, side_by_side.mp4, "
+              f"preview.png, faces.png, quality.json, latency.md, latency.json, demo.json")
         for command, seconds in stage.log:
             print(f"  {seconds:6.1f} s  {command}")
         for line in quality_lines(quality):

@@ -58,3 +58,11 @@ def test_quality_lines_say_what_was_not_run():
                                 "judge": {"line": "judge: face found 100%"}})
     assert lines[0].startswith("synthetic: SSIM of the swapped face to the ground truth 0.900 (source copy 0.700")
     assert lines[1] == "judge: face found 100%"
+
+
+def test_quality_lines_give_the_unmarked_swap_beside_the_marked_one():
+    syn = {"ssim_swap_vs_truth": 0.81, "ssim_source_copy_vs_truth": 0.7, "ssim_gain_over_copy": 0.11, "faces": 10}
+    lines = demo.quality_lines({"synthetic": syn, "synthetic_unmarked": dict(syn, ssim_swap_vs_truth=0.83),
+                                "judge": {"line": "judge: ...; detail 0.49, unmarked 0.35 (ceiling 0.42)"}})
+    assert "ground truth 0.810, unmarked 0.830 (source copy 0.700" in lines[0]
+    assert lines[1].endswith("unmarked 0.35 (ceiling 0.42)")
