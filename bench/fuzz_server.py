@@ -44,15 +44,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class ServerProcess:
     """`swapstream serve` in a child process; its resources read from /proc."""
 
-    def __init__(self, models: str, *flags: str) -> None:
+    def __init__(self, models: str, *flags: str, env: dict | None = None) -> None:
+        start = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swapstream.clients.cli", "serve", "--models", models, "--port", "0",
              "--device", "cpu", "--log-level", "WARNING", *flags],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on "):
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r}")
+        self.start_s = round(time.monotonic() - start, 2)
+        # The honest "before": the server as it reports SERVING, before any request.
+        self.at_serving = self.resources()
         self.address = line.split()[-1]
 
     def resources(self) -> dict:
@@ -61,9 +65,13 @@ class ServerProcess:
             for line in fh:
                 key, _, rest = line.partition(":")
                 status[key] = rest.split()
+        with open(f"/proc/{self.proc.pid}/stat") as fh:
+            stat = fh.read().rsplit(")", 1)[1].split()
         return {"rss_mb": round(int(status["VmRSS"][0]) / 1024, 1),
                 "peak_rss_mb": round(int(status["VmHWM"][0]) / 1024, 1),
-                "threads": int(status["Threads"][0]), "fds": len(os.listdir(f"/proc/{self.proc.pid}/fd"))}
+                "threads": int(status["Threads"][0]), "fds": len(os.listdir(f"/proc/{self.proc.pid}/fd")),
+                "minor_faults": int(stat[7]),
+                "cpu_s": round((int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"), 2)}
 
     def reset_peak(self) -> None:
         """Start VmHWM afresh at the current RSS (Linux: write 5 to clear_refs)."""
@@ -124,13 +132,17 @@ def fuzz(server: ServerProcess, args) -> dict:
     channel = grpc.insecure_channel(server.address, options=[("grpc.max_receive_message_length", 1 << 26),
                                                              ("grpc.max_send_message_length", 1 << 26)])
     stub = swap_pb2_grpc.FaceSwapStub(channel)
-    fuzz_cases.stream(stub, fuzz_cases.StreamCase("first-frame", None, [fuzz_cases.good_frame()]), args.timeout)
-    at_start = settle(server, 1.0)
-    before = None  # after the first chunk: allocator pools, onnxruntime arenas and worker threads have grown
+    before = server.at_serving
+    first = fuzz_cases.stream(stub, fuzz_cases.StreamCase("first-frame", None, [fuzz_cases.good_frame()]),
+                              args.timeout)
+    after_first_call = settle(server, 1.0)
+    after_first_chunk = None
+    trace: list[dict] = []
     codes: collections.Counter = collections.Counter()
     frame_codes: collections.Counter = collections.Counter()
     problems: list[str] = []
     slow: list[float] = []
+    slowest: list[dict] = []  # the slowest calls: seconds, what was sent, the server's stage times
     calls = frames = 0
     start = time.monotonic()
     chunk = 500
@@ -145,6 +157,11 @@ def fuzz(server: ServerProcess, args) -> dict:
                 return fuzz_cases.swap_image(stub, payload, args.timeout)
 
             outcomes = list(pool.map(run, cases))
+            for (kind, payload), out in zip(cases, outcomes):
+                slowest.append({"s": round(out.seconds, 3), "code": out.code, "server_ms": out.server_ms,
+                                "sent": (fuzz_cases.describe_case(payload) if kind == "stream"
+                                         else "SwapImage " + fuzz_cases.describe_frame(payload))})
+            slowest = sorted(slowest, key=lambda d: -d["s"])[:args.keep_slowest]
             if k // chunk % 4 == 0:  # now and then a stream that never sends anything
                 outcomes += list(pool.map(lambda _: silent_stream(stub, args.timeout), range(2)))
             for out in outcomes:
@@ -157,18 +174,28 @@ def fuzz(server: ServerProcess, args) -> dict:
                 limit = args.hang_s + (args.first_frame_timeout if out.frames == 0 else 0.0)
                 if out.seconds > limit:
                     slow.append(round(out.seconds, 2))
-            if before is None:
-                before = settle(server)
+            now = server.resources()
+            if after_first_chunk is None:
+                after_first_chunk = settle(server)
+            trace.append({"calls": calls, "rss_mb": now["rss_mb"], "threads": now["threads"], "fds": now["fds"]})
             print(f"fuzz: {calls} calls, {frames} frames, {len(problems)} problems, {len(slow)} slow, "
-                  f"{time.monotonic() - start:.0f} s, server {server.resources()}", file=sys.stderr, flush=True)
+                  f"{time.monotonic() - start:.0f} s, server {now}", file=sys.stderr, flush=True)
     after = settle(server)
     channel.close()
     alive = server.proc.poll() is None
+    growth = {k: round(after[k] / before[k] - 1.0, 3) if before[k] else None for k in ("rss_mb", "threads", "fds")}
+    served = {"server_cpu_ms_per_frame": round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(frames, 1), 2),
+              "minor_faults_per_frame": round((after["minor_faults"] - before["minor_faults"]) / max(frames, 1), 1)}
     return {"calls": calls, "frames": frames, "seconds": round(time.monotonic() - start, 1),
             "server_alive": alive, "status_codes": dict(codes), "per_frame_error_codes": dict(frame_codes),
             "problems": len(problems), "problem_examples": sorted(set(problems))[:10],
-            f"calls_over_{args.hang_s:g}s": len(slow), "slowest_s": sorted(slow)[-5:],
-            "resources_at_start": at_start, "resources_after_first_chunk": before, "resources_after": after}
+            f"calls_over_{args.hang_s:g}s": len(slow), "slowest_s": sorted(slow)[-5:], "slowest_calls": slowest,
+            "first_call_s": round(first.seconds, 3), "first_call_server_ms": first.server_ms,
+            "server_start_s": server.start_s, "resources_at_serving": before,
+            "resources_after_first_call": after_first_call, "resources_after_first_chunk": after_first_chunk,
+            "resources_after": after, "growth_after_vs_serving": growth,
+            "flat_within_10pct": all(g is not None and g <= 0.10 for g in growth.values()), **served,
+            "trace": trace}
 
 
 def bombs(server: ServerProcess, concurrency: int = 16) -> dict:
@@ -217,16 +244,25 @@ def main() -> int:
     p.add_argument("--hang-s", type=float, default=2.0, help="a call slower than this counts as a hang")
     p.add_argument("--first-frame-timeout", type=float, default=1.0, help="the server's, for silent streams")
     p.add_argument("--seed", type=int, default=20)
+    p.add_argument("--keep-slowest", type=int, default=10, help="report this many slowest calls with what they sent")
+    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="extra `swapstream serve` argument for the fuzz server (repeat; e.g. --serve-arg=--no-warm-up)")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the server process (repeat; e.g. MALLOC_ARENA_MAX=8)")
     p.add_argument("--skip-fuzz", action="store_true")
     p.add_argument("--skip-bombs", action="store_true")
     p.add_argument("--json", help="write the report here")
     args = p.parse_args()
+    if any("=" not in kv for kv in args.server_env):
+        p.error("--server-env takes KEY=VALUE")
+    env = dict(kv.split("=", 1) for kv in args.server_env)
     with tempfile.TemporaryDirectory() as models:
         write_autoencoder_model(os.path.join(models, fuzz_cases.MODEL), size=64)
         report: dict = {"model": "ae cpu-preset layout, 64 px (tests/server_fixtures.write_autoencoder_model)"}
         if not args.skip_fuzz:
             server = ServerProcess(models, "--max-streams", "4", "--max-message-mb", "4", "--first-frame-timeout",
-                                   str(args.first_frame_timeout), "--idle-timeout", "2")
+                                   str(args.first_frame_timeout), "--idle-timeout", "2", *args.serve_arg, env=env)
+            report["server_args"], report["server_env"] = args.serve_arg, env
             try:
                 report["fuzz"] = fuzz(server, args)
             finally:

@@ -1,7 +1,6 @@
 """`swapstream serve`: serve every model folder under --models over gRPC until SIGTERM/SIGINT."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -10,32 +9,19 @@ import threading
 
 from swapstream.faces.cliutil import ArgumentParser, read_secret_file, run_cli
 from swapstream.faces.errors import InputError
+from swapstream.server.memory import ARENA_MAX, tune_malloc
 from swapstream.server.pipeline import PipelineConfig
 from swapstream.server.registry import ModelRegistry
-from swapstream.server.service import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PUSHBACK_MS, SwapServer
+from swapstream.server.service import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_PUSHBACK_MS,
+    DEFAULT_TRIM_INTERVAL,
+    SwapServer,
+)
 from swapstream.server.watermarking import KEY_ENV, read_watermark_key, watermark_markers
 
 PROG = "swapstream serve"
 TOKEN_ENV = "SWAPSTREAM_TOKEN"
-MMAP_THRESHOLD = 256 * 1024  # bytes; a 300 x 300 BGR frame and up come from mmap
-
-
-def return_freed_frames_to_the_os() -> None:
-    """Have glibc serve frame-sized buffers from mmap, so freeing one gives its memory back.
-
-    glibc raises its mmap threshold whenever a large block is freed (up to 32 MB); after one big
-    frame, decoded images come from the heap and stay in the process, so a long-running server's
-    RSS creeps up with the largest frames it has seen. A fixed threshold stops that. Skipped when
-    the operator set glibc's own MALLOC_MMAP_THRESHOLD_, or off glibc.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3 = M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG,
                        description="Serve exported face-swap models (MODEL/model.onnx + manifest.json) over gRPC.")
@@ -82,6 +68,15 @@ def build_parser() -> ArgumentParser:
     mark.add_argument("--watermark-key-file", metavar="FILE",
                       help=f"the watermark key from FILE's first line (else ${KEY_ENV}, else the public key "
                            "that `swapstream verify` also uses by default)")
+    p.add_argument("--trim-every", type=float, default=DEFAULT_TRIM_INTERVAL, metavar="SECONDS",
+                   help="give freed memory back to the OS (glibc malloc_trim) at most this often, after frames "
+                        "were served (0 = never)")
+    p.add_argument("--malloc-arenas", type=int, default=ARENA_MAX,
+                   help="glibc malloc arenas shared by all threads (0 = glibc's default, 8 per core; "
+                        "MALLOC_ARENA_MAX in the environment wins)")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="skip running synthetic frames through every model before serving (default: warm up, so "
+                        "the first client's frames are not slow and memory does not grow on first use)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -109,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--redetect-every and --max-batch must be >= 1, --detect-side >= 64")
         if args.first_frame_timeout <= 0 or args.idle_timeout < 0:
             raise InputError("--first-frame-timeout must be > 0 and --idle-timeout >= 0")
+        if args.trim_every < 0 or args.malloc_arenas < 0:
+            raise InputError("--trim-every and --malloc-arenas must be >= 0")
         if args.decode_mpx <= 0 or args.retry_pushback_ms < 0 or args.max_message_mb <= 0:
             raise InputError("--decode-mpx and --max-message-mb must be > 0, --retry-pushback-ms >= 0")
         if (args.tls_cert is None) != (args.tls_key is None):
@@ -121,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_watermark:
             key, key_source = read_watermark_key(args.watermark_key_file)
             markers = watermark_markers(key)
-        return_freed_frames_to_the_os()
+        # Before the model sessions and the server make their threads (arenas made earlier stay).
+        tune_malloc(arena_max=args.malloc_arenas)
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
                                 blend=args.blend, first_frame_timeout=args.first_frame_timeout,
                                 idle_timeout=args.idle_timeout, decode_pixels=int(args.decode_mpx * 1e6))
@@ -132,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                                 token=token, tls_cert=args.tls_cert, tls_key=args.tls_key,
                                 config=config, max_message_bytes=int(args.max_message_mb * 2**20),
                                 metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                                pushback_ms=args.retry_pushback_ms, markers=markers)
+                                pushback_ms=args.retry_pushback_ms, markers=markers, warm=not args.no_warm_up,
+                                trim_interval=args.trim_every)
         except BaseException:
             registry.close()
             raise

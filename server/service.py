@@ -15,15 +15,18 @@ import hmac
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from swapstream.faces.errors import InputError
-from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY
+from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, encode_frame
+from swapstream.server.memory import Trimmer
 from swapstream.server.metrics import Metrics, PrometheusMetrics
 from swapstream.server.pipeline import (
     FaceMarker,
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = swap_pb2.DESCRIPTOR.services_by_name["FaceSwap"].full_name
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_PUSHBACK_MS = 1000
+DEFAULT_TRIM_INTERVAL = 2.0  # seconds between malloc_trim calls while frames are being served
 MESSAGE_LIMIT = 1000  # characters of a status or per-frame error message
 LISTED_MODELS = 20    # model names listed in a NOT_FOUND message
 
@@ -66,6 +70,47 @@ def to_reply(result: FrameResult) -> swap_pb2.SwappedFrame:
     return result.reply
 
 
+def warm_up(pipeline: SwapPipeline, config: PipelineConfig) -> dict:
+    """Run synthetic frames through every stage of `pipeline` once, so no client pays for first use.
+
+    A stream of a synthetic face (JPEG, PNG and RAW_BGR in and out: full detection, tracking,
+    alignment, inference, blending, the watermark, every codec), one SwapImage-style call, and
+    one inference call at the batcher's largest batch. Cascades, dlib's predictor, onnxruntime's
+    kernels and plans, codec tables and the pages of their libraries are loaded here, before the
+    server reports SERVING, instead of during the first client's frames. Returns what ran.
+    """
+    from swapstream.faces.synth import pose_sequence, render_face
+
+    size = 256  # a frame the Haar cascade finds the synthetic face in
+    images = [render_face(3, pose, (size, size)) for pose in pose_sequence(6, seed=3)]
+    codecs = (swap_pb2.JPEG, swap_pb2.PNG, swap_pb2.RAW_BGR)
+    frames = []
+    for i, image in enumerate(images):
+        encoding = codecs[i % len(codecs)]
+        frames.append(swap_pb2.Frame(index=i, encoding=encoding, data=encode_frame(image, encoding),
+                                     width=size, height=size))
+    settings = StreamSettings.resolve(config, None)
+    control = StreamControl()
+    results = list(pipeline.stream_results(iter(frames), settings, control))
+    one = StreamSettings.resolve(config, None)
+    one.redetect_every = 1
+    results.append(pipeline.swap_one(frames[0], one))
+    batcher = pipeline.model.batcher
+    side = pipeline.model.manifest.crop_size
+    batcher.infer(np.zeros((batcher.max_batch, side, side, 3), np.uint8))
+    failed = [r.error.message for r in results if r.error is not None]
+    return {"frames": len(results), "faces": sum(len(r.reply.faces) for r in results), "failed": failed}
+
+
+def prestart_workers(executor: futures.ThreadPoolExecutor, workers: int) -> None:
+    """Start all of a ThreadPoolExecutor's `workers` now (it otherwise adds one per busy call, up to
+    the cap): the server's threads are then as many at SERVING as under load."""
+    barrier = threading.Barrier(workers + 1)
+    for _ in range(workers):
+        executor.submit(barrier.wait, 30)
+    barrier.wait(30)
+
+
 def result_name(result: FrameResult) -> str:
     """"ok", or the status code name of a failed frame (the metrics' result label)."""
     return "ok" if result.error is None else STATUS_OF[result.error.failure].name
@@ -84,12 +129,14 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
     def __init__(self, registry: ModelRegistry, config: PipelineConfig, max_streams: int,
                  draining: threading.Event, metrics: Metrics | None = None,
                  pushback_ms: int = DEFAULT_PUSHBACK_MS,
-                 markers: Callable[[LoadedModel], FaceMarker | None] | None = None) -> None:
+                 markers: Callable[[LoadedModel], FaceMarker | None] | None = None,
+                 after_frame: Callable[[], None] | None = None) -> None:
         self._registry = registry
-        self._config = config
+        self._after_frame = after_frame or (lambda: None)
+        self.config = config
         budget = PixelBudget(config.decode_pixels)  # one for the whole server
-        self._pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None)
-                           for m in registry.models()}
+        self.pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None)
+                          for m in registry.models()}
         self._max_streams = max_streams
         self._active = 0
         self._lock = threading.Lock()
@@ -137,7 +184,7 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         self._abort(context, method, code, error.message, pushback=code == grpc.StatusCode.RESOURCE_EXHAUSTED)
 
     def _pipeline(self, name: str, context, method: str) -> SwapPipeline:
-        pipeline = self._pipelines.get(name)
+        pipeline = self.pipelines.get(name)
         if pipeline is None:
             names = self._registry.names()
             valid = ", ".join(names[:LISTED_MODELS]) + (f" and {len(names) - LISTED_MODELS} more"
@@ -176,9 +223,9 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
 
         context.add_callback(on_done)
         try:
-            reader = FrameReader(request_iterator, control, self._config.queue_depth)
+            reader = FrameReader(request_iterator, control, self.config.queue_depth)
             try:
-                first = reader.first(self._config.first_frame_timeout)
+                first = reader.first(self.config.first_frame_timeout)
             except SwapError as exc:
                 self._fail(context, method, exc)
             if first is None:  # the client closed the stream without a frame, or went away
@@ -186,13 +233,14 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
             name = dict(context.invocation_metadata()).get(MODEL_METADATA_KEY) or first.model
             pipeline = self._pipeline(name, context, method)
             try:
-                settings = StreamSettings.resolve(self._config, first.options)
+                settings = StreamSettings.resolve(self.config, first.options)
             except SwapError as exc:
                 self._fail(context, method, exc)
             try:
                 for result in pipeline.stream_results(reader, settings, control):
                     reply = to_reply(result)
                     self._metrics.frame(pipeline.model.name, result_name(result), reply)
+                    self._after_frame()
                     yield reply
             except SwapError as exc:  # the stream went idle
                 self._fail(context, method, exc)
@@ -208,12 +256,13 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         name = dict(context.invocation_metadata()).get(MODEL_METADATA_KEY) or request.model
         pipeline = self._pipeline(name, context, method)
         try:
-            settings = StreamSettings.resolve(self._config, request.options)
+            settings = StreamSettings.resolve(self.config, request.options)
         except SwapError as exc:
             self._fail(context, method, exc)
         settings.redetect_every = 1
         result = pipeline.swap_one(request, settings)
         self._metrics.frame(pipeline.model.name, result_name(result), result.reply)
+        self._after_frame()
         if result.error is not None:
             self._fail(context, method, result.error)
         return result.reply
@@ -280,7 +329,8 @@ class SwapServer:
                  tls_key: str | None = None, config: PipelineConfig | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, metrics_port: int | None = None,
                  metrics_host: str = "127.0.0.1", pushback_ms: int = DEFAULT_PUSHBACK_MS,
-                 markers: Callable[[LoadedModel], FaceMarker | None] | None = None) -> None:
+                 markers: Callable[[LoadedModel], FaceMarker | None] | None = None,
+                 warm: bool = True, trim_interval: float = DEFAULT_TRIM_INTERVAL) -> None:
         if max_streams < 1:
             raise InputError("--max-streams must be >= 1")
         if (tls_cert is None) != (tls_key is None):
@@ -289,12 +339,11 @@ class SwapServer:
         self.draining = threading.Event()
         self.metrics: Metrics = PrometheusMetrics() if metrics_port is not None else Metrics()
         self.metrics.models(len(registry.names()), len(registry.skipped))
-        for model in registry.models():
-            model.batcher.on_batch = (lambda faces, name=model.name: self.metrics.batch(name, faces))
         # Replies over the transport's send cap would end the whole stream: the pipeline fails them per frame.
         config = dataclasses.replace(config or PipelineConfig(), max_reply_bytes=max_message_bytes)
+        self.trimmer = Trimmer(trim_interval)
         self.servicer = FaceSwapServicer(registry, config, max_streams, self.draining, self.metrics,
-                                         pushback_ms, markers)
+                                         pushback_ms, markers, after_frame=self.trimmer.note)
         self.health = health.HealthServicer()
         interceptors = [TokenAuthInterceptor(token, self.metrics)] if token else []
         options = [
@@ -308,6 +357,8 @@ class SwapServer:
         # SwapImage and the RESOURCE_EXHAUSTED refusals beyond --max-streams. Calls beyond the
         # workers are refused by gRPC with RESOURCE_EXHAUSTED instead of queueing without bound.
         workers = max_streams + 8
+        self._workers = workers
+        self._warm = warm
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
         self._server = grpc.server(self._executor, interceptors=interceptors, options=options,
                                    maximum_concurrent_rpcs=workers)
@@ -339,6 +390,12 @@ class SwapServer:
             self.metrics_address = _address(metrics_host, self.metrics_port)
 
     def start(self) -> None:
+        """Warm every model and the worker pool (unless warm=False), then serve and report SERVING."""
+        if self._warm:
+            self.warm_up()
+        for model in self.registry.models():  # after the warm-up: the metrics count clients' batches only
+            model.batcher.on_batch = (lambda faces, name=model.name: self.metrics.batch(name, faces))
+        self.trimmer.start()
         self._server.start()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -346,6 +403,20 @@ class SwapServer:
                  "TLS" if self.tls else "plaintext")
         if self.metrics_port is not None:
             log.info("metrics on http://%s/metrics", self.metrics_address)
+
+    def warm_up(self) -> None:
+        """Every model's stages once on synthetic frames (see `warm_up`), and every gRPC worker thread started."""
+        for name, pipeline in self.servicer.pipelines.items():
+            t0 = time.perf_counter()
+            done = warm_up(pipeline, self.servicer.config)
+            ms = (time.perf_counter() - t0) * 1000.0
+            if done["failed"]:
+                log.warning("warm-up of model %s: %d of %d frames failed: %s", name, len(done["failed"]),
+                            done["frames"], done["failed"][0][:MESSAGE_LIMIT])
+            else:
+                log.info("warmed up model %s in %.0f ms (%d frames, %d faces)", name, ms, done["frames"],
+                         done["faces"])
+        prestart_workers(self._executor, self._workers)
 
     def shutdown(self, grace: float = 10.0) -> None:
         """Drain: refuse new calls, answer every frame already received, end streams, stop.
@@ -360,6 +431,7 @@ class SwapServer:
         self._server.stop(grace).wait()
         self.registry.close()
         self.metrics.close()
+        self.trimmer.close()
         self._executor.shutdown(wait=False)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -385,7 +457,8 @@ def run_server(models_dir: str, port: int = 0, *, host: str = "127.0.0.1", devic
                max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = 16,
                intra_op_threads: int | None = None, grace: float = 5.0, metrics_port: int | None = None,
                pushback_ms: int = DEFAULT_PUSHBACK_MS,
-               markers: Callable[[LoadedModel], FaceMarker | None] | None = None) -> Iterator[int]:
+               markers: Callable[[LoadedModel], FaceMarker | None] | None = None,
+               warm: bool = True, trim_interval: float = DEFAULT_TRIM_INTERVAL) -> Iterator[int]:
     """Load the models under `models_dir`, serve them, yield the bound port; drain on exit."""
     registry = ModelRegistry.load(models_dir, device=device, max_batch=max_batch,
                                   intra_op_threads=intra_op_threads)
@@ -393,7 +466,8 @@ def run_server(models_dir: str, port: int = 0, *, host: str = "127.0.0.1", devic
         server = SwapServer(registry, host=host, port=port, max_streams=max_streams, token=token,
                             tls_cert=tls_cert, tls_key=tls_key, config=config,
                             max_message_bytes=max_message_bytes, metrics_port=metrics_port,
-                            pushback_ms=pushback_ms, markers=markers)
+                            pushback_ms=pushback_ms, markers=markers, warm=warm,
+                            trim_interval=trim_interval)
     except BaseException:
         registry.close()
         raise

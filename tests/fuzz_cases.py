@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 from hypothesis import strategies as st
 
-from swapstream.faces.wire import MODEL_METADATA_KEY
+from swapstream.faces.wire import MODEL_METADATA_KEY, FrameDecodeError, encoding_name, frame_size
 from swapstream.v1 import swap_pb2
 from tests.server_fixtures import face_frames, jpeg, jpeg_header_bomb, png_bomb, png_header_bomb
 
@@ -149,26 +149,53 @@ def good_frame(index: int = 0) -> swap_pb2.Frame:
     return swap_pb2.Frame(index=index, encoding=swap_pb2.JPEG, data=jpeg(_faces()[0]))
 
 
+def describe_frame(frame: swap_pb2.Frame) -> str:
+    """What a frame is, in a few words: encoding, bytes, the size its header claims (or why it has none)."""
+    try:
+        w, h = frame_size(frame.encoding, frame.data, frame.width, frame.height)
+        size = f"{w}x{h}"
+    except FrameDecodeError as exc:
+        size = f"refused: {str(exc)[:80]}"
+    name = f" model={frame.model[:20]!r}{'...' if len(frame.model) > 20 else ''}" if frame.model else ""
+    return f"{encoding_name(frame.encoding)} {len(frame.data)} B {size}{name}"
+
+
+def describe_case(case: StreamCase) -> str:
+    """A stream case in one line: how it names its model, its options, each frame."""
+    opts = "" if case.options is None else " options={" + str(case.options).replace("\n", " ").strip() + "}"
+    return f"stream naming={case.naming}{opts} frames=[" + "; ".join(map(describe_frame, case.frames)) + "] + good"
+
+
 @dataclass
 class Outcome:
-    """What one call got: its status code name, seconds taken, and what is wrong with it (empty = fine)."""
+    """What one call got: its status code name, seconds taken, and what is wrong with it (empty = fine).
+
+    `server_ms`: the server's stage times of the reply with the longest total (empty if none came back)."""
 
     code: str
     seconds: float
     frames: int = 0
     frame_codes: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    server_ms: dict = field(default_factory=dict)
+
+
+def _timings(reply: swap_pb2.SwappedFrame) -> dict:
+    t = reply.timings
+    return {k: round(getattr(t, f"{k}_ms"), 1) for k in ("decode", "detect", "align", "infer", "blend", "encode",
+                                                          "queue", "total")}
 
 
 def swap_image(stub, frame: swap_pb2.Frame, timeout: float, metadata=()) -> Outcome:
     """One SwapImage call with `frame`; problems name anything outside the documented behaviour."""
     start = time.monotonic()
+    reply = None
     try:
-        stub.SwapImage(frame, metadata=metadata, timeout=timeout)
+        reply = stub.SwapImage(frame, metadata=metadata, timeout=timeout)
         code = grpc.StatusCode.OK
     except grpc.RpcError as exc:
         code = exc.code()
-    out = Outcome(code.name, time.monotonic() - start, frames=1)
+    out = Outcome(code.name, time.monotonic() - start, frames=1, server_ms=_timings(reply) if reply else {})
     if code != grpc.StatusCode.OK and code not in CALL_CODES - {grpc.StatusCode.DEADLINE_EXCEEDED}:
         out.problems.append(f"SwapImage ended with {code.name}")
     return out
@@ -195,7 +222,8 @@ def stream(stub, case: StreamCase, timeout: float) -> Outcome:
     except grpc.RpcError as exc:
         code = exc.code()
     out = Outcome(code.name, time.monotonic() - start, frames=len(msgs),
-                  frame_codes=[r.error.code for r in replies if r.HasField("error")])
+                  frame_codes=[r.error.code for r in replies if r.HasField("error")],
+                  server_ms=_timings(max(replies, key=lambda r: r.timings.total_ms)) if replies else {})
     refused = {"unknown": grpc.StatusCode.NOT_FOUND, "none": grpc.StatusCode.INVALID_ARGUMENT}.get(case.naming)
     if refused is None and not options_valid(case.options):
         refused = grpc.StatusCode.INVALID_ARGUMENT

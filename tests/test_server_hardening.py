@@ -14,9 +14,11 @@ import pytest
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY
+from swapstream.server import memory
 from swapstream.server.cli import build_parser, main, read_token
 from swapstream.server.pipeline import PipelineConfig, PixelBudget
-from swapstream.server.service import run_server
+from swapstream.server.registry import ModelRegistry
+from swapstream.server.service import SwapServer, run_server, warm_up
 from swapstream.v1 import swap_pb2, swap_pb2_grpc
 from tests.server_fixtures import (
     face_frames,
@@ -26,6 +28,8 @@ from tests.server_fixtures import (
     png_bomb,
     png_header_bomb,
     serving_stub,
+    write_aligned_negative_model,
+    write_negative_model,
 )
 
 MAX_MESSAGE = 1 << 20
@@ -300,12 +304,59 @@ def test_marker_sees_the_final_faces_before_encoding(models_dir, frames):
     with run_server(models_dir, 0, device="cpu", markers=marker_for) as port:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = swap_pb2_grpc.FaceSwapStub(channel)
+        warmed = len(seen)  # the start-up warm-up's frames went through the marker too
         reply = stub.SwapImage(_frame(0, jpeg(frames[0]), model="neg",
                                       options=swap_pb2.SwapOptions(reply_encoding=swap_pb2.PNG)), timeout=20)
         channel.close()
-    assert len(reply.faces) == 1 and seen == [("neg", [(f.x, f.y, f.width, f.height) for f in reply.faces])]
+    assert warmed >= 6
+    assert len(reply.faces) == 1 and seen[warmed:] == [("neg", [(f.x, f.y, f.width, f.height) for f in reply.faces])]
     import cv2
 
     image = cv2.imdecode(np.frombuffer(reply.data, np.uint8), cv2.IMREAD_COLOR)
     f = reply.faces[0]
     assert image[f.y:f.y + f.height, f.x:f.x + f.width].max() == 0 and image.max() > 0
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_warm_up_runs_every_stage_before_serving(tmp_path, aligned):
+    if aligned:
+        pytest.importorskip("dlib")
+        write_aligned_negative_model(str(tmp_path / "neg"), size=32)
+    else:
+        write_negative_model(str(tmp_path / "neg"), size=32)
+    registry = ModelRegistry.load(str(tmp_path), device="cpu", max_batch=4)
+    server = SwapServer(registry, warm=False, trim_interval=0)
+    try:
+        done = warm_up(server.servicer.pipelines["neg"], server.servicer.config)
+        # Six stream frames (JPEG, PNG, RAW_BGR) and one SwapImage-style call, each with its face swapped.
+        assert done["failed"] == [] and done["frames"] == 7 and done["faces"] >= 6, done
+        server.warm_up()  # and every gRPC worker thread is started, none added under load
+        workers = len(server._executor._threads)
+        assert workers == server._workers, workers
+    finally:
+        server.shutdown(0)
+
+
+def test_malloc_settings_and_trimmer(monkeypatch):
+    if memory._libc() is None:
+        pytest.skip("not glibc")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # the operator's own setting wins
+    assert memory.tune_malloc() == {"MALLOC_MMAP_THRESHOLD_": memory.MMAP_THRESHOLD,
+                                    "MALLOC_TRIM_THRESHOLD_": memory.TRIM_THRESHOLD}
+    trimmer = memory.Trimmer(0.05)
+    trimmer.start()
+    try:
+        time.sleep(0.2)
+        assert trimmer.trims == 0  # nothing served: no trim
+        trimmer.note()
+        deadline = time.monotonic() + 5
+        while trimmer.trims == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert trimmer.trims == 1
+    finally:
+        trimmer.close()
+    off = memory.Trimmer(0)
+    off.start()
+    assert off._thread is None
