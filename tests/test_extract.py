@@ -139,7 +139,7 @@ def test_face_check_confirms_the_face_the_landmarks_point_at():
     assert check.score(noise, landmarks) < check.min_score
 
 
-def test_extract_drops_what_the_face_check_refuses(tmp_path):
+def test_extract_drops_what_the_face_check_refuses(tmp_path, capsys):
     """The check runs on every aligned face: with an unreachable threshold nothing is kept (and
     the error says why); with the default every synthetic face is kept and its cost logged."""
     from swapstream.faces import synth_cli
@@ -154,3 +154,7 @@ def test_extract_drops_what_the_face_check_refuses(tmp_path):
         extract_faces([video], every=3, size=64, progress=False, face_check=FaceCheck(min_score=10.0))
     fs, stats = extract_faces([video], every=3, size=64, dup_threshold=0, progress=False, face_check=False)
     assert len(fs) == 4 and stats.checked == 0
+    out = str(tmp_path / "a.npz")
+    for flags, checked in (([], True), (["--no-face-check"], False)):
+        assert extract.main([video, "--out", out, "--every", "3", "--size", "64", "--quiet", *flags]) == 0
+        assert ("face check" in capsys.readouterr().out) == checked
