@@ -403,7 +403,9 @@ def analyze(frame_bgr: np.ndarray, key: str | bytes = PUBLIC_KEY,
     # any half-tile offset) sums to the fold of its pixels modulo TILE in frame coordinates.
     # Only the band's frequencies carry the mark: fold and sum those alone (a tenth of the spectrum).
     rows, cols = t.band_index
-    spectra = np.fft.rfft2(blocks, s=(TILE, TILE))[:, :, rows, cols].astype(np.complex64)
+    # rfft2(blocks, s=(TILE, TILE)) in two passes, the second over the band's columns alone.
+    spectra = np.fft.rfft(blocks, n=TILE, axis=-1)[..., :int(cols.max()) + 1]
+    spectra = np.fft.fft(spectra, n=TILE, axis=-2)[:, :, rows, cols].astype(np.complex64)
     phase = _parity_phase(kb)
     spectra *= phase[np.arange(hb)[:, None] % 2, np.arange(wb)[None, :] % 2]
     acc = np.zeros((hb + 1, wb + 1, rows.size), np.complex64)
