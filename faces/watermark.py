@@ -6,7 +6,9 @@ own, numpy + OpenCV only; docs/provenance.md says why and what it costs):
 - From the secret key come 33 pseudo-random, band-limited noise patterns on a 64x64 pixel tile
   that repeats (periodic by construction): one *pilot* and one per payload bit. The mark is
   `strength * (a * pilot + b * sum_i bit_i * pattern_i)` with bit_i = +-1, added to the luma of
-  the face region (the same delta on B, G and R, which leaves the chroma alone). Every bit is
+  the face region (the same delta on B, G and R, which leaves the chroma alone). By default the
+  strength follows the skin's texture (less on flat skin, where a mark shows) and grows on
+  small faces (`texture_weight`, `size_gain`). Every bit is
   spread over every pixel of the region, the tile repeats over the face: a repetition code that
   JPEG and H.264 quantisation noise averages away.
 - The tile is anchored to the frame's origin by default. In inter frames a codec moves the
@@ -15,10 +17,12 @@ own, numpy + OpenCV only; docs/provenance.md says why and what it costs):
   tracked face box was tried: the box jitters by a few pixels, the codec cannot predict the
   jumps, and H.264 kept less of the mark.)
 - Detection is blind (the key; no box, no anchor). The luma is band-pass filtered (what is left
-  of the face there is the noise) and weighted by its local inverse variance. Each 64 px tile of
-  the frame is folded onto the pattern's tile; windows of 2x2 up to 6x6 tiles (and the whole
-  frame) sum their tiles' spectra, and one FFT per window correlates it with the pilot at all
-  4096 anchor shifts. Each correlation is divided by its standard deviation under "no mark"
+  of the face there is the noise) and weighted by its local inverse variance. The frame is cut
+  into half-tile blocks; each block's spectrum on the tile's period (zero-padded, with the phase
+  of the quadrant it lands on) makes any window of blocks, at any half-tile offset, sum to the
+  fold of its pixels onto the pattern's tile. Windows of 96 to 384 px (and the whole frame) sum
+  their blocks' spectra, and one FFT per window correlates it with the pilot at all 4096 anchor
+  shifts. Each correlation is divided by its standard deviation under "no mark"
   (exact for a random pattern of this band, whatever the image: the band's mean power in the
   window, less the power the 33 patterns explain at the best shift), so the `score` is in
   standard deviations; the detector takes the best shift of the best window, so the threshold

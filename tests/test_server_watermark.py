@@ -27,7 +27,7 @@ def models_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def frames() -> list[np.ndarray]:
-    return face_frames(4, size=384)  # faces of about 190 px: the mark needs 128 px or more
+    return face_frames(4, size=384)  # faces of about 190 px
 
 
 def _msgs(images, model, encoding=swap_pb2.PNG):
