@@ -133,7 +133,7 @@ def test_frames_the_server_was_too_busy_to_take_are_sent_again(models_dir, frame
     from swapstream.server.pipeline import PipelineConfig
 
     server = start_server(models_dir, config=PipelineConfig(decode_wait=0.05))
-    budget = server.servicer._pipelines["neg"].budget  # the server's own decode budget, shared by all calls
+    budget = server.servicer.pipelines["neg"].budget  # the server's own decode budget, shared by all calls
     budget.acquire(budget.capacity, 1.0)  # as if other streams were decoding huge frames
     threading.Timer(0.5, budget.release, args=(budget.capacity,)).start()
     try:
