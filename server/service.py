@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hmac
 import logging
 import random
@@ -26,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, encode_frame
-from swapstream.server.memory import Trimmer
+from swapstream.server.memory import Trimmer, trim
 from swapstream.server.metrics import Metrics, PrometheusMetrics
 from swapstream.server.pipeline import (
     FaceMarker,
@@ -405,7 +406,8 @@ class SwapServer:
             log.info("metrics on http://%s/metrics", self.metrics_address)
 
     def warm_up(self) -> None:
-        """Every model's stages once on synthetic frames (see `warm_up`), and every gRPC worker thread started."""
+        """Every model's stages once on synthetic frames (see `warm_up`), every gRPC worker thread started,
+        and the memory this freed given back to the OS."""
         for name, pipeline in self.servicer.pipelines.items():
             t0 = time.perf_counter()
             done = warm_up(pipeline, self.servicer.config)
@@ -417,6 +419,8 @@ class SwapServer:
                 log.info("warmed up model %s in %.0f ms (%d frames, %d faces)", name, ms, done["frames"],
                          done["faces"])
         prestart_workers(self._executor, self._workers)
+        gc.collect()
+        trim()  # what the warm-up freed goes back now: SERVING reports what serving needs
 
     def shutdown(self, grace: float = 10.0) -> None:
         """Drain: refuse new calls, answer every frame already received, end streams, stop.
