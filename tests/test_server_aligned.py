@@ -159,8 +159,9 @@ def test_aligned_stream_changes_the_face_only_and_reports_align_time(models_dir,
         assert diff[~square].max() == 0
 
 
-@pytest.mark.parametrize("model", ["aligned", "old"])
-def test_region_replies_rebuild_the_whole_reply_exactly(models_dir, frames, model):
+@pytest.mark.parametrize("model,blend", [("aligned", swap_pb2.BLEND_ALPHA), ("aligned", swap_pb2.BLEND_SEAMLESS),
+                                         ("old", swap_pb2.BLEND_ALPHA)])
+def test_region_replies_rebuild_the_whole_reply_exactly(models_dir, frames, model, blend):
     """A reply_region stream sends only the rectangle the swap (and the mark) changed; pasted into the
     frame sent it gives the whole-frame reply bit for bit (PNG: lossless), and a frame without a face
     comes back as an empty region."""
@@ -180,8 +181,9 @@ def test_region_replies_rebuild_the_whole_reply_exactly(models_dir, frames, mode
     with run_server(models_dir, 0, device="cpu", markers=marker_for) as port:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = swap_pb2_grpc.FaceSwapStub(channel)
-        whole = list(stub.StreamSwap(_msgs(images, model), timeout=60))
-        parts = list(stub.StreamSwap(_msgs(images, model, swap_pb2.SwapOptions(reply_region=True)), timeout=60))
+        whole = list(stub.StreamSwap(_msgs(images, model, swap_pb2.SwapOptions(blend=blend)), timeout=60))
+        parts = list(stub.StreamSwap(_msgs(images, model, swap_pb2.SwapOptions(blend=blend, reply_region=True)),
+                                     timeout=60))
         channel.close()
     assert not any(r.HasField("error") for r in whole + parts) and all(r.HasField("region") for r in parts)
     assert not any(r.HasField("region") for r in whole)
