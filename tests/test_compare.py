@@ -249,3 +249,25 @@ def test_ranking_uses_the_face_judge_where_every_method_has_it():
     # Swaps dlib cannot find as faces score for the share it finds; r and transfer are clipped.
     assert cmp.face_judge_halves({"transfer": 1.4, "face_found": 0.5, "mouth_r": 1.0, "eyes_r": -1.0,
                                   "turn_r": None}) == pytest.approx((0.5, 0.0))
+
+
+def test_face_judge_reads_the_faces_frames_and_says_when_it_cannot(sets, tmp_path):
+    from swapstream.trainer import compare_judge as cj
+
+    fs = load_faceset(sets["a"])
+    fs.source = cmp.resolve_sources(fs.source, sets["a"])
+    frames = cj.source_frames(fs.subset(np.array([0, len(fs) - 1])))
+    assert len(frames) == 2 and frames[0].shape[:2] == (128, 128) and not np.array_equal(frames[0], frames[1])
+    # The crop stored with face 0, pasted back into its own frame, changes the frame only a little
+    # (resampling); the same crop upside down changes it several times more.
+    paste = cj.paster(fs, 0, frames[0])
+
+    def change(face: np.ndarray) -> float:
+        pasted = paste(np.ascontiguousarray(face))
+        assert pasted.shape == frames[0].shape
+        return float(np.abs(pasted.astype(int) - frames[0]).mean())
+
+    assert change(fs.faces[0]) < 1.0 and change(fs.faces[0]) < 0.3 * change(fs.faces[0][::-1])
+    fs.source = np.asarray([str(tmp_path / "gone.mp4")] * len(fs))
+    with pytest.raises(cj.JudgeSkipped, match="gone.mp4"):
+        cj.source_frames(fs)
