@@ -2,7 +2,7 @@
 
     swapstream compare --a SET_A.npz --b SET_B.npz --out REPORT_DIR [--methods all|m1,m2]
                        [--steps N | --minutes-per-method T] [--preset cpu] [--size PX]
-                       [--runs DIR] [--reuse]
+                       [--runs DIR] [--reuse] [--face-judge auto|off]
 
 The face sets are split into a training part and held-out faces (runs of consecutive frames,
 spread over each clip). Every method trains on the training part in its own process

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,10 +60,8 @@ class FaceJudgeSession:
     judge: object
     held: dict[str, list[_Face]]
     means: dict[str, np.ndarray]
-    template: object
-    reference_frames: dict[str, int]
-    seconds: float = 0.0
-    notes: dict = field(default_factory=dict)
+    reference_frames: dict[str, int]   # training frames embedded for each identity's mean
+    seconds: float = 0.0               # what prepare() took
 
     def _margins(self, embeddings: np.ndarray, source: str, target: str) -> np.ndarray:
         return (np.linalg.norm(embeddings - self.means[source], axis=1)
@@ -273,6 +271,6 @@ def prepare(train: dict[str, FaceSet], held: dict[str, FaceSet], reference_frame
         if sum(f.embedding is not None for f in faces) < 3:
             raise JudgeSkipped(f"dlib found a face in fewer than 3 of {name.upper()}'s held-out frames")
         held_faces[name] = faces
-    session = FaceJudgeSession(judge, held_faces, means, train["a"].template, counts)
+    session = FaceJudgeSession(judge, held_faces, means, counts)
     session.seconds = time.perf_counter() - start
     return session
