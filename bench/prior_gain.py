@@ -107,18 +107,23 @@ def train_arms(args, set_a: str, set_b: str) -> dict[str, str]:
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the arms and print one table (and --json)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arm_arguments(parser: argparse.ArgumentParser, work: str) -> None:
+    """The options every prior-gain bench shares: the prior, the budget, the preset, the arms, --work, --json."""
     parser.add_argument("--prior", help="prior from `swapstream pretrain` (fits --preset) for the arm `init`")
     parser.add_argument("--minutes", type=float, default=9.0, help="training minutes of each arm (default 9)")
     parser.add_argument("--steps", type=int, help="train each arm this many steps instead (the same compute "
                                                   "whatever else the CPU runs)")
     parser.add_argument("--preset", default="demo", help="ae preset of both arms (default demo)")
-    parser.add_argument("--work", default="/tmp/prior_gain", help="folder for data and runs")
+    parser.add_argument("--work", default=work, help=f"folder for data and runs (default {work})")
     parser.add_argument("--arms", default="scratch,init",
                         help="comma-separated: scratch (no prior), init (--prior), NAME=PRIOR.npz (that prior)")
     parser.add_argument("--json", help="write the figures here")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the arms and print one table (and --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arm_arguments(parser, "/tmp/prior_gain")
     args = parser.parse_args(argv)
     paths = prepare(args.work)
     results = train_arms(args, paths["a"], paths["b"])

@@ -25,9 +25,9 @@ import numpy as np
 from swapstream.faces.files import write_json
 
 try:  # run as `python -m bench.prior_gain_real` or as `python bench/prior_gain_real.py`
-    from bench.prior_gain import swapstream, train_arms
+    from bench.prior_gain import add_arm_arguments, swapstream, train_arms
 except ImportError:
-    from prior_gain import swapstream, train_arms
+    from prior_gain import add_arm_arguments, swapstream, train_arms
 
 
 def swapped_frames(run_dir: str, frames: list[np.ndarray], clip_set) -> list[np.ndarray]:
@@ -55,16 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, help="video of A (whose face is replaced)")
     parser.add_argument("--b", required=True, help="video of B")
-    parser.add_argument("--prior", help="prior from `swapstream pretrain` (fits --preset) for the arm `init`")
-    parser.add_argument("--minutes", type=float, default=9.0, help="training minutes of each arm (default 9)")
-    parser.add_argument("--steps", type=int, help="train each arm this many steps instead (the same compute "
-                                                  "whatever else the CPU runs)")
-    parser.add_argument("--preset", default="demo", help="ae preset of both arms (default demo)")
-    parser.add_argument("--work", default="/tmp/prior_gain_real", help="folder for face sets and runs")
-    parser.add_argument("--arms", default="scratch,init",
-                        help="comma-separated: scratch (no prior), init (--prior), NAME=PRIOR.npz (that prior)")
+    add_arm_arguments(parser, "/tmp/prior_gain_real")
     parser.add_argument("--every", type=int, default=1, help="judge every Nth frame (default 1)")
-    parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     data = os.path.join(args.work, "data")
     os.makedirs(data, exist_ok=True)
