@@ -95,6 +95,8 @@ def train_arms(args, set_a: str, set_b: str) -> dict[str, str]:
     for spec in args.arms.split(","):
         arm, _, prior = spec.partition("=")
         prior = prior or (args.prior if arm == "init" else "")
+        if arm == "init" and not prior:
+            raise SystemExit("the arm init needs --prior (or name the prior: NAME=PRIOR.npz)")
         run = os.path.join(args.work, f"run-{arm}")
         if not os.path.isfile(os.path.join(run, "summary.json")):
             extra = ["--init", prior] if prior else []

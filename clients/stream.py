@@ -100,10 +100,10 @@ def decode_reply(reply: swap_pb2.SwappedFrame) -> np.ndarray:
         raise RuntimeError(f"reply {reply.index} holds undecodable image data: {exc}") from exc
 
 
-def reply_image(reply: swap_pb2.SwappedFrame, source: np.ndarray | None, inplace: bool = False) -> np.ndarray:
+def reply_image(reply: swap_pb2.SwappedFrame, source: np.ndarray | None) -> np.ndarray:
     """The swapped frame of a reply as a BGR uint8 image: the whole frame it holds, or, for a region
     reply (SwappedFrame.region set), `source` (the frame as sent) with the reply's rectangle pasted
-    into a copy of it (into `source` itself when `inplace`)."""
+    into a copy of it."""
     if not reply.HasField("region"):
         return decode_reply(reply)
     r = reply.region
@@ -114,7 +114,7 @@ def reply_image(reply: swap_pb2.SwappedFrame, source: np.ndarray | None, inplace
             or r.x + r.width > w or r.y + r.height > h):
         raise RuntimeError(f"reply {reply.index}: region {r.width}x{r.height} at ({r.x}, {r.y}) does not fit "
                            f"the {w}x{h} frame that was sent")
-    image = source if inplace else source.copy()
+    image = source.copy()
     if r.width and r.height:
         try:
             patch = decode_frame(reply.encoding, reply.data, r.width, r.height)

@@ -18,13 +18,14 @@ import cv2
 import numpy as np
 
 from swapstream.faces import watermark as wm
-from swapstream.faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli
+from swapstream.faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, read_secret_file, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_json
+from swapstream.faces.model_folder import manifest_sha256
 from swapstream.faces.video import VideoReader
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-KEY_ENV = "SWAPSTREAM_WATERMARK_KEY"
+KEY_ENV = wm.KEY_ENV
 MAX_BIT_DIFF = 3
 
 
@@ -50,18 +51,11 @@ def resolve_key(key: str | None, key_file: str | None) -> tuple[str, str]:
     if key and key_file:
         raise InputError("give --key or --key-file, not both")
     if key_file:
-        try:
-            with open(key_file, encoding="utf-8") as fh:
-                value = fh.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read the key file {key_file}: {exc.strerror or exc}") from None
-        if not value:
-            raise InputError(f"the key file {key_file} is empty")
-        return value, "key file"
+        return read_secret_file(key_file, "--key-file"), "key file"  # the first line, as `serve` reads it
     if key:
         return key, "--key"
-    if os.environ.get(KEY_ENV):
-        return os.environ[KEY_ENV], KEY_ENV
+    if os.environ.get(KEY_ENV, "").strip():
+        return os.environ[KEY_ENV].strip(), KEY_ENV
     return wm.PUBLIC_KEY, "public key"
 
 
@@ -73,7 +67,7 @@ def known_models(models_dir: str) -> dict[int, str]:
     for name in sorted(os.listdir(models_dir)):
         folder = os.path.join(models_dir, name)
         if os.path.isfile(os.path.join(folder, "manifest.json")):
-            ids[wm.model_id(name, wm.manifest_sha256(folder))] = name
+            ids[wm.model_id(name, manifest_sha256(folder))] = name
     return ids
 
 
@@ -117,13 +111,14 @@ def model_for(payload: int | None, soft_bits: np.ndarray, models: dict[int, str]
     return models[int(ids[best])] if _hamming(int(ids[best]), payload) <= MAX_BIT_DIFF else None
 
 
-def _combined_payload(hits: list[wm.Detection]) -> tuple[int | None, int]:
-    """The payload the found frames agree on (sign of their summed soft bits) and how many agree."""
+def _combined_payload(hits: list[wm.Detection]) -> tuple[int | None, int, np.ndarray]:
+    """The payload the found frames agree on (sign of their summed soft bits), how many agree, and
+    the summed soft bits."""
     if not hits:
-        return None, 0
+        return None, 0, np.zeros(wm.N_BITS)
     total = np.sum([h.soft_bits for h in hits], axis=0)
     payload = int(((total > 0).astype(np.int64) << np.arange(wm.N_BITS)).sum())
-    return payload, sum(_hamming(h.payload, payload) <= MAX_BIT_DIFF for h in hits)
+    return payload, sum(_hamming(h.payload, payload) <= MAX_BIT_DIFF for h in hits), total
 
 
 def verify(path: str, key: str, models: dict[int, str] | None = None, every: int = 1,
@@ -143,9 +138,8 @@ def verify(path: str, key: str, models: dict[int, str] | None = None, every: int
             hits.append(d)
         if on_frame is not None:
             on_frame(row)
-    payload, agreeing = _combined_payload(hits)
+    payload, agreeing, total = _combined_payload(hits)
     found = agreeing >= (1 if len(frames) == 1 else 2)
-    total = np.sum([h.soft_bits for h in hits], axis=0) if hits else np.zeros(wm.N_BITS)
     report = {
         "file": path, "frames_checked": len(frames), "frames_marked": len(hits),
         "found": found, "payload": f"{payload:08x}" if found else None,

@@ -46,13 +46,10 @@ from swapstream.faces.align import Aligner, AlignTemplate, pass_through, plausib
 from swapstream.faces.crop import crop_face, paste_back
 from swapstream.faces.detect import HaarDetector
 from swapstream.faces.errors import InputError
-from swapstream.faces.regions import blend_mask
+from swapstream.faces.regions import BLEND_ERODE, BLEND_FEATHER, blend_mask
 from swapstream.faces.video import VideoReader
 
 RESULT_VERSION = 2
-# The server's blend mask for aligned models (server/pipeline.py PipelineConfig blend_erode,
-# blend_feather: shares of the output side).
-BLEND_ERODE, BLEND_FEATHER = 0.02, 0.06
 SAME_PERSON_DISTANCE = 0.6   # dlib's threshold for "same person" on its ResNet embedding
 DETAIL_FACE_WIDTH = 128      # both frames are scaled so the source's face is this wide
 DETECT_MIN_SIDE, DETECT_MAX_SIDE = 320, 640  # dlib's detector finds faces of ~80 px and up
@@ -254,10 +251,6 @@ class AlignedCeiling:
         if not plausible(al.landmarks, boxes[0], al.roll):
             return frame, frame
         return (pass_through(frame, al, self.output_size, self.mask), pass_through(frame, al, self.output_size))
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """The frame pasted back with the blend mask (the served swap's ceiling)."""
-        return self.frames(frame)[0]
 
     def describe(self) -> dict:
         """The ceiling's settings for the report."""

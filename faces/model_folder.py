@@ -123,6 +123,12 @@ class Manifest:
         return d
 
 
+def manifest_sha256(model_dir: str | os.PathLike) -> str:
+    """sha256 (hex) of a model folder's manifest.json: with the folder's name, the model's identity
+    in watermarks and credentials."""
+    return file_sha256(os.path.join(model_dir, MANIFEST_FILE))
+
+
 def file_sha256(path: str) -> str:
     """Hex sha256 of a file, read in chunks (models can be hundreds of MB)."""
     h = hashlib.sha256()

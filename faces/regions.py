@@ -117,7 +117,12 @@ def mouth_mask(template: AlignTemplate, size: int) -> np.ndarray:
     return _mouth(template, _check(template, size))
 
 
-def blend_mask(template: AlignTemplate, size: int, erode: float = 0.02, feather: float = 0.06) -> np.ndarray:
+# The server's blend mask for aligned models (PipelineConfig, the judge's ceiling): shares of the side.
+BLEND_ERODE, BLEND_FEATHER = 0.02, 0.06
+
+
+def blend_mask(template: AlignTemplate, size: int, erode: float = BLEND_ERODE,
+               feather: float = BLEND_FEATHER) -> np.ndarray:
     """float32 `size` x `size` in 0..1 for pasting a swapped face back: 1 deep inside the face region,
     a smooth ramp `feather` wide (fraction of the side) that ends `erode` (fraction of the side)
     inside the face region's edge, 0 beyond and at the square's border, so nothing the network

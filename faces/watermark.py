@@ -35,7 +35,6 @@ and the `verify` client both import it.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -73,6 +72,7 @@ BLOCK = TILE // 2  # px: windows start and end on this half-tile grid
 # Window sides in blocks and the step between windows of that side (blocks).
 WINDOW_BLOCKS = ((3, 1), (4, 1), (6, 2), (8, 2), (12, 4))
 PUBLIC_KEY = "swapstream-public-watermark-v1"
+KEY_ENV = "SWAPSTREAM_WATERMARK_KEY"  # the key's environment variable, read by `serve` and `verify`
 _LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of ITU-R BT.601 luma
 
 
@@ -93,12 +93,6 @@ def model_id(model_name: str, manifest_sha256: str) -> int:
     digest = hashlib.sha256(f"{model_name}\0{manifest_sha256}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
 
-
-def manifest_sha256(model_dir: str | os.PathLike) -> str:
-    """sha256 (hex) of a model folder's manifest.json: with the folder's name, the model's identity."""
-    from swapstream.faces.model_folder import MANIFEST_FILE, file_sha256
-
-    return file_sha256(os.path.join(model_dir, MANIFEST_FILE))
 
 
 def _key_bytes(key: str | bytes) -> bytes:
@@ -371,15 +365,19 @@ def _whitened(frame_bgr: np.ndarray) -> np.ndarray:
     return band / (var + 1.0)
 
 
+@lru_cache(maxsize=8)
 def _windows(hb: int, wb: int) -> np.ndarray:
-    """Candidate windows (y0, x0, y1, x1) in blocks: squares of WINDOW_BLOCKS sides and the whole frame."""
+    """Candidate windows (y0, x0, y1, x1) in blocks: squares of WINDOW_BLOCKS sides and the whole frame
+    (memoised per frame size: a video's frames share one list; read-only)."""
     rects = {(0, 0, hb, wb)}
     for side, step in WINDOW_BLOCKS:
         sy, sx = min(side, hb), min(side, wb)
         for y0 in sorted(set(range(0, hb - sy + 1, step)) | {hb - sy}):
             for x0 in sorted(set(range(0, wb - sx + 1, step)) | {wb - sx}):
                 rects.add((y0, x0, y0 + sy, x0 + sx))
-    return np.array(sorted(rects), dtype=np.int64)
+    windows = np.array(sorted(rects), dtype=np.int64)
+    windows.setflags(write=False)
+    return windows
 
 
 @lru_cache(maxsize=16)

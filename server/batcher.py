@@ -65,10 +65,11 @@ class InferenceBatcher:
         self._queue.put((crops, fut), timeout=timeout)
         return fut
 
-    def warm_up(self) -> None:
-        """Run the session once (zeros), so no stream pays for its first call."""
+    def warm_up(self, batch: int | None = None) -> None:
+        """Run the session once on `batch` zero crops (default: the padded batch, else 1), so no
+        stream pays for its first call."""
         size = self.manifest.crop_size
-        self._run_session(np.zeros((self.padded_batch or 1, size, size, 3), np.uint8))
+        self._run_session(np.zeros((batch or self.padded_batch or 1, size, size, 3), np.uint8))
 
     def infer(self, crops: np.ndarray) -> InferenceResult:
         """Run crops through the model now in the caller's thread (no batching with others)."""

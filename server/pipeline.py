@@ -53,7 +53,7 @@ from swapstream.faces.color import reinhard_transfer
 from swapstream.faces.crop import CropTransform, crop_face, paste_back
 from swapstream.faces.detect import Box, HaarDetector
 from swapstream.faces.mask import ellipse_mask
-from swapstream.faces.regions import blend_mask, face_mask, mouth_mask
+from swapstream.faces.regions import BLEND_ERODE, BLEND_FEATHER, blend_mask, face_mask, mouth_mask
 from swapstream.faces.wire import (
     ENCODINGS,
     MAX_PIXELS,
@@ -128,8 +128,8 @@ class PipelineConfig:
     # Aligned models: the blend mask is faces/regions.py's face region shrunk by `blend_erode` and
     # feathered over `blend_feather` (fractions of the crop side), and the landmarks are smoothed
     # by a One-Euro filter (Hz at rest; growth of the cut-off with speed in eye distances per s).
-    blend_erode: float = 0.02
-    blend_feather: float = 0.06
+    blend_erode: float = BLEND_ERODE
+    blend_feather: float = BLEND_FEATHER
     landmark_min_cutoff: float = 1.5
     landmark_beta: float = 0.8
     queue_depth: int = 4          # frames prepared ahead of the one being finished, per stream

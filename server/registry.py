@@ -1,20 +1,12 @@
 """The models a server serves: every folder under --models with a valid manifest, by folder name."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from dataclasses import dataclass
 
 from swapstream.faces.errors import InputError
-from swapstream.faces.model_folder import (
-    MANIFEST_FILE,
-    Manifest,
-    ManifestError,
-    check_session_io,
-    file_sha256,
-    load_manifest,
-)
+from swapstream.faces.model_folder import Manifest, ManifestError, check_session_io, load_manifest, manifest_sha256
 from swapstream.server.batcher import InferenceBatcher
 from swapstream.server.session import CUDA, make_session
 
@@ -30,11 +22,7 @@ class LoadedModel:
     manifest: Manifest
     provider: str
     batcher: InferenceBatcher
-
-    @functools.cached_property
-    def manifest_sha256(self) -> str:
-        """sha256 of manifest.json as loaded: with the name, the model's identity in watermarks and credentials."""
-        return file_sha256(os.path.join(self.path, MANIFEST_FILE))
+    manifest_sha256: str  # of manifest.json as loaded; with the name, the model's identity in watermarks
 
 
 class ModelRegistry:
@@ -61,6 +49,7 @@ class ModelRegistry:
                 continue
             try:
                 manifest = load_manifest(path, check_io=False)  # hash now, I/O on the real session
+                manifest_sha = manifest_sha256(path)
                 session, provider = make_session(os.path.join(path, "model.onnx"), device, intra_op_threads)
                 check_session_io(manifest, session, name)
             except ManifestError as exc:
@@ -75,7 +64,7 @@ class ModelRegistry:
                                        fixed_batch=provider == CUDA)
             if provider == CUDA:
                 batcher.warm_up()
-            models[name] = LoadedModel(name, path, manifest, provider, batcher)
+            models[name] = LoadedModel(name, path, manifest, provider, batcher, manifest_sha)
             log.info("loaded model %s (%s %s, %d px, %s, %s)", name, manifest.method, manifest.direction,
                      manifest.crop_size, manifest.precision, provider)
         if not models:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -71,7 +70,7 @@ def to_reply(result: FrameResult) -> swap_pb2.SwappedFrame:
     return result.reply
 
 
-def warm_up(pipeline: SwapPipeline, config: PipelineConfig) -> dict:
+def warm_up(pipeline: SwapPipeline) -> dict:
     """Run synthetic frames through every stage of `pipeline` once, so no client pays for first use.
 
     A stream of a synthetic face (JPEG, PNG and RAW_BGR in and out: full detection, tracking,
@@ -90,15 +89,10 @@ def warm_up(pipeline: SwapPipeline, config: PipelineConfig) -> dict:
         encoding = codecs[i % len(codecs)]
         frames.append(swap_pb2.Frame(index=i, encoding=encoding, data=encode_frame(image, encoding),
                                      width=size, height=size))
-    settings = StreamSettings.resolve(config, None)
-    control = StreamControl()
-    results = list(pipeline.stream_results(iter(frames), settings, control))
-    one = StreamSettings.resolve(config, None)
-    one.redetect_every = 1
-    results.append(pipeline.swap_one(frames[0], one))
-    batcher = pipeline.model.batcher
-    side = pipeline.model.manifest.crop_size
-    batcher.infer(np.zeros((batcher.max_batch, side, side, 3), np.uint8))
+    settings = StreamSettings.resolve(pipeline.config, None)
+    results = list(pipeline.stream_results(iter(frames), settings, StreamControl()))
+    results.append(pipeline.swap_one(frames[0], settings))
+    pipeline.model.batcher.warm_up(pipeline.model.batcher.max_batch)
     failed = [r.error.message for r in results if r.error is not None]
     return {"frames": len(results), "faces": sum(len(r.reply.faces) for r in results), "failed": failed}
 
@@ -410,7 +404,7 @@ class SwapServer:
         and the memory this freed given back to the OS."""
         for name, pipeline in self.servicer.pipelines.items():
             t0 = time.perf_counter()
-            done = warm_up(pipeline, self.servicer.config)
+            done = warm_up(pipeline)
             ms = (time.perf_counter() - t0) * 1000.0
             if done["failed"]:
                 log.warning("warm-up of model %s: %d of %d frames failed: %s", name, len(done["failed"]),

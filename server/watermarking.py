@@ -25,7 +25,7 @@ from swapstream.faces.cliutil import read_secret_file
 from swapstream.faces.detect import Box
 from swapstream.server.registry import LoadedModel
 
-KEY_ENV = "SWAPSTREAM_WATERMARK_KEY"  # the same variable `swapstream verify` reads
+KEY_ENV = wm.KEY_ENV
 
 
 def model_payload(model: LoadedModel) -> int:

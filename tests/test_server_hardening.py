@@ -327,7 +327,7 @@ def test_warm_up_runs_every_stage_before_serving(tmp_path, aligned):
     registry = ModelRegistry.load(str(tmp_path), device="cpu", max_batch=4)
     server = SwapServer(registry, warm=False, trim_interval=0)
     try:
-        done = warm_up(server.servicer.pipelines["neg"], server.servicer.config)
+        done = warm_up(server.servicer.pipelines["neg"])
         # Six stream frames (JPEG, PNG, RAW_BGR) and one SwapImage-style call, each with its face swapped.
         assert done["failed"] == [] and done["frames"] == 7 and done["faces"] >= 6, done
         server.warm_up()  # and every gRPC worker thread is started, none added under load

@@ -10,6 +10,7 @@ import pytest
 
 from swapstream.faces import watermark as wm
 from swapstream.faces.errors import InputError
+from swapstream.faces.model_folder import manifest_sha256
 from swapstream.server import cli as serve_cli
 from swapstream.server.service import run_server
 from swapstream.server.watermarking import KEY_ENV, read_watermark_key, watermark_markers
@@ -50,12 +51,12 @@ def test_streamed_frames_carry_their_models_id(models_dir, frames):
         single = stub.SwapImage(next(_msgs(frames[:1], "aligned")), timeout=20)
         channel.close()
     for name, got in replies.items():
-        want = wm.model_id(name, wm.manifest_sha256(os.path.join(models_dir, name)))
+        want = wm.model_id(name, manifest_sha256(os.path.join(models_dir, name)))
         for reply in got:
             assert reply.faces and not reply.HasField("error")
             found, payload, score = wm.detect(_decode(reply), key)
             assert found and payload == want, (name, reply.index, score)
-    want = wm.model_id("aligned", wm.manifest_sha256(os.path.join(models_dir, "aligned")))
+    want = wm.model_id("aligned", manifest_sha256(os.path.join(models_dir, "aligned")))
     assert all(wm.detect(_decode(r), key)[1] == want for r in jpeg)  # through the JPEG reply (q90)
     assert wm.detect(_decode(single), key)[1] == want
     # the unmarked input frames carry no mark

@@ -11,6 +11,7 @@ import pytest
 
 from swapstream.clients import verify
 from swapstream.faces import watermark as wm
+from swapstream.faces.model_folder import manifest_sha256
 from swapstream.faces.synth import pose_sequence, render_face
 
 PAYLOAD = wm.model_id("ae-demo", "0" * 64)
@@ -231,7 +232,7 @@ def test_verify_image_reports_the_model(tmp_path, capsys):
     models = tmp_path / "models"
     (models / "ae-demo").mkdir(parents=True)
     (models / "ae-demo" / "manifest.json").write_text('{"method": "ae"}')
-    payload = wm.model_id("ae-demo", wm.manifest_sha256(models / "ae-demo"))
+    payload = wm.model_id("ae-demo", manifest_sha256(models / "ae-demo"))
     image = tmp_path / "swap.jpg"
     cv2.imwrite(str(image), wm.embed(_frames(1)[0], FACE_BOX, payload), [cv2.IMWRITE_JPEG_QUALITY, 75])
     out = tmp_path / "report.json"

@@ -373,10 +373,7 @@ def preservation_of(result: dict, truth: dict | None) -> float:
 def judged_size(methods: list[str], preset: str, size: int | None, crop_size: int) -> int:
     """The side every swap and reference is judged at: the largest output side among the
     methods (a 2x head's faces keep their detail), at most the face sets' own side."""
-    from swapstream.trainer.methods import preset_config
-    from swapstream.trainer.methods.configs import io_sizes
-
-    return min(crop_size, max(io_sizes(preset_config(m, preset, size))[1] for m in methods))
+    return min(crop_size, max(output_side(m, preset, size) for m in methods))
 
 
 def output_side(method: str, preset: str, size: int | None) -> int:
