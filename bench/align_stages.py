@@ -9,7 +9,8 @@ SwapPipeline.prepare + finish in this thread (no overlap, no gRPC), so each stag
 its CPU cost: decode, detect (Haar + tracking), align (5 landmarks, smoothing, warp), infer
 (onnxruntime, --threads intra-op threads), blend (colour match, mask, paste), encode. Models are
 interleaved round by round so a busy machine hurts them alike; the mean per stage (what sets the
-throughput: detection's full-frame search runs every `redetect_every`-th frame (10) and when a face is lost) and the median are reported,
+throughput: detection's full-frame search runs every `redetect_every`-th frame (10)
+and when a face is lost) and the median are reported,
 and the median detection time on the frames of the full-frame search and on the others (on a
 shared machine the medians are the steadier figures: preemption inflates the means).
 """
