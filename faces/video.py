@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 
@@ -86,10 +87,16 @@ class VideoReader:
     Attributes: width, height (after rotation), fps, frame_count (None when unknown), time_base
     (a Fraction: what `frames_with_pts` counts in), rotation (degrees counter-clockwise in the
     file's display matrix, already applied), has_audio, path (None for a webcam).
+
+    `close` may come from another thread than the one iterating (a client ends while its
+    request thread is still reading): it waits for the frame being decoded, and the iteration
+    then ends. Closing FFmpeg's decoder under a running decode crashes the process.
     """
 
     def __init__(self, source: str | int) -> None:
         self.source = source
+        self._io_lock = threading.Lock()  # one decode or close at a time
+        self._closed = False
         self.rotation = 0
         self.has_audio = False
         self.path: str | None = None
@@ -198,7 +205,10 @@ class VideoReader:
             pts = int((time.monotonic() - start) * 1000) if self._camera else i * self._step
             yield frame, pts
             i += 1
-            ok, frame = self._cap.read()
+            with self._io_lock:
+                if self._closed:
+                    return
+                ok, frame = self._cap.read()
             if not ok:
                 frame = None
 
@@ -215,9 +225,12 @@ class VideoReader:
         self._first_av = self._first_image = None
         while frame is not None:
             self.decoded += 1
-            yield (image if image is not None else self._to_bgr(frame)), self._pts(frame)
-            image = None
-            frame = self._next_av()
+            yield image, self._pts(frame)
+            with self._io_lock:
+                if self._closed:
+                    return
+                frame = self._next_av()
+                image = self._to_bgr(frame) if frame is not None else None
         # A cut-off file ends early without a decoder error; its header still counts every frame.
         # (A little slack: edit lists may legitimately hide a frame or two.)
         if self.frame_count and self.decoded < self.frame_count - max(2, self.frame_count // 50):
@@ -229,10 +242,15 @@ class VideoReader:
             yield frame
 
     def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-        if self._container is not None:
-            self._container.close()
+        """Release the file or camera; safe to call from another thread and more than once."""
+        with self._io_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._cap is not None:
+                self._cap.release()
+            if self._container is not None:
+                self._container.close()
 
     def __enter__(self) -> "VideoReader":
         return self

@@ -181,3 +181,34 @@ def test_opencv_fallback_without_pyav_logs_once(tmp_path, monkeypatch, caplog):
     assert sum("PyAV" in rec.message for rec in caplog.records) == 1
     monkeypatch.undo()
     assert probe(path)["codec"] == "mpeg4"  # OpenCV's mp4v
+
+
+CLOSE_RACE = """
+import sys, threading, time
+from swapstream.faces.video import VideoReader
+for trial in range(int(sys.argv[2])):
+    reader = VideoReader(sys.argv[1])
+    frames = reader.frames_with_pts()
+    seen = []
+    pull = threading.Thread(target=lambda: seen.extend(frames))
+    pull.start()
+    time.sleep(0.0005 * (trial % 20))
+    reader.close()
+    pull.join()
+    assert len(seen) <= reader.decoded
+print("survived")
+"""
+
+
+def test_closing_a_reader_while_another_thread_decodes_ends_the_iteration(tmp_path):
+    # The client closes its reader when a stream ends while gRPC's request thread may still be
+    # decoding the next frame; FFmpeg freed under a running decode crashed the whole process.
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "noise.mp4")
+    make_clip(path, [rng.integers(0, 255, (240, 320, 3), dtype=np.uint8) for _ in range(60)], FPS)
+    run = subprocess.run([sys.executable, "-c", CLOSE_RACE, path, "80"], capture_output=True, text=True,
+                         timeout=240)
+    assert run.returncode == 0 and "survived" in run.stdout, (run.returncode, run.stderr[-2000:])
