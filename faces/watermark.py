@@ -8,7 +8,8 @@ own, numpy + OpenCV only; docs/provenance.md says why and what it costs):
   `strength * (a * pilot + b * sum_i bit_i * pattern_i)` with bit_i = +-1, added to the luma of
   the face region (the same delta on B, G and R, which leaves the chroma alone). By default the
   strength follows the skin's texture (less on flat skin, where a mark shows) and grows on
-  small faces (`texture_weight`, `size_gain`). Every bit is
+  small faces (`texture_weight`, `size_gain`), whose box is marked over a square of at least
+  MIN_MARK_SIDE px (`mark_box`). Every bit is
   spread over every pixel of the region, the tile repeats over the face: a repetition code that
   JPEG and H.264 quantisation noise averages away.
 - The tile is anchored to the frame's origin by default. In inter frames a codec moves the
@@ -59,7 +60,12 @@ DEFAULT_STRENGTH = 2.2  # RMS of the mark in luma levels (0..255) where the regi
 # typical real skin), clipped to [TEXTURE_FLOOR, TEXTURE_CAP] and taken over TEXTURE_BOX px,
 # scales it per pixel.
 FULL_STRENGTH_SIDE = 150.0
-MAX_SIZE_GAIN = 3.0
+MAX_SIZE_GAIN = 2.0
+# A face box whose side is under MIN_MARK_SIDE px is marked (and its motion tracked) over the
+# square of that side about its centre: on a ~100 px face the detector's best window otherwise
+# holds the mark only in part, and the ring around the face (hair, outline, the blend's soft edge)
+# carries the mark at less cost to the face itself than a higher gain would.
+MIN_MARK_SIDE = 144
 TEXTURE_REF = 1.7
 TEXTURE_FLOOR = 0.6
 TEXTURE_CAP = 1.0
@@ -157,8 +163,35 @@ def _tile(key: bytes, payload: int) -> np.ndarray:
     return tile
 
 
-def _region(shape: tuple[int, int], region) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
-    """A box (x, y, w, h), a Box, or an HxW mask -> the rectangle inside the frame and its weights."""
+def mark_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The box (x, y, w, h) `embed` (adaptive) marks and `AnchorTracker` follows for a face box:
+    the box itself from MIN_MARK_SIDE px up, else the box scaled about its centre to that side."""
+    x, y, w, h = box
+    side = np.sqrt(float(w) * h)
+    if side <= 0 or side >= MIN_MARK_SIDE:
+        return box
+    g = MIN_MARK_SIDE / side
+    gw, gh = int(round(w * g)), int(round(h * g))
+    return (x - (gw - w) // 2, y - (gh - h) // 2, gw, gh)
+
+
+def _box(region) -> tuple[int, int, int, int] | None:
+    """A box (x, y, w, h) or a Box as integers; None for a mask."""
+    if isinstance(region, np.ndarray) and region.ndim in (2, 3):
+        return None
+    try:
+        values = region.as_tuple() if hasattr(region, "as_tuple") else tuple(region)
+        bx, by, bw, bh = (int(round(float(v))) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError("the region must be a box (x, y, w, h) or an HxW mask") from None
+    return bx, by, bw, bh
+
+
+def _region(shape: tuple[int, int], region, grow: bool = False
+            ) -> tuple[tuple[int, int, int, int], np.ndarray | None]:
+    """A box (x, y, w, h), a Box, or an HxW mask -> the rectangle inside the frame and its weights.
+
+    grow: a small box is first grown by `mark_box` (a mask is taken as it is)."""
     h, w = shape
     if isinstance(region, np.ndarray) and region.ndim in (2, 3):
         mask = region if region.ndim == 2 else region[..., 0]
@@ -176,11 +209,9 @@ def _region(shape: tuple[int, int], region) -> tuple[tuple[int, int, int, int], 
         else:
             weight = np.clip(sub.astype(np.float32), 0.0, 1.0)
         return (x0, y0, x1 - x0, y1 - y0), weight
-    try:
-        values = region.as_tuple() if hasattr(region, "as_tuple") else tuple(region)
-        bx, by, bw, bh = (int(round(float(v))) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError("the region must be a box (x, y, w, h) or an HxW mask") from None
+    bx, by, bw, bh = _box(region)
+    if grow:
+        bx, by, bw, bh = mark_box((bx, by, bw, bh))
     x0, y0, x1, y1 = max(bx, 0), max(by, 0), min(bx + bw, w), min(by + bh, h)
     if x1 <= x0 or y1 <= y0:
         return (0, 0, 0, 0), None
@@ -213,7 +244,8 @@ def embed(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC
         pass `AnchorTracker.update`'s anchor so the mark moves with the face: H.264 keeps it.
     adaptive: the strength follows the local texture (`texture_weight`: less on flat skin,
         where a mark shows, more in texture, which hides it) and grows on small faces
-        (`size_gain`), whose detection score would otherwise fall with their side.
+        (`size_gain`), whose detection score would otherwise fall with their side; a face box
+        under MIN_MARK_SIDE px is marked over the square of that side about it (`mark_box`).
     The input frame is not modified (`embed_inplace` marks the caller's own frame).
     """
     _check_frame(frame_bgr)
@@ -262,6 +294,12 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     (x, y, w, h), weight = _region(frame_bgr.shape[:2], region)
     if w == 0 or h == 0:
         return frame_bgr
+    if adaptive:
+        # The gain follows the face's own side (inside the frame); a small face's box is then
+        # grown to the marked square (`mark_box`).
+        strength = strength * size_gain(np.sqrt(float(w) * h))
+        if _box(region) is not None:
+            (x, y, w, h), weight = _region(frame_bgr.shape[:2], region, grow=True)
     ax, ay = (0.0, 0.0) if anchor is None else (float(anchor[0]), float(anchor[1]))
     tile = _tile(_key_bytes(key), int(payload))
     iy, ix = int(np.floor(ay)), int(np.floor(ax))
@@ -270,8 +308,6 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     # The tile, rolled so that its origin falls on the anchor, repeated over the region.
     rolled = np.roll(tile, ((iy - y) % TILE, (ix - x) % TILE), axis=(0, 1))
     view = frame_bgr[y:y + h, x:x + w]
-    if adaptive:
-        strength = strength * size_gain(np.sqrt(float(w) * h))
     delta = np.tile(rolled, (-(-h // TILE), -(-w // TILE)))[:h, :w] * np.float32(strength)
     if weight is not None:
         delta *= weight
@@ -302,9 +338,13 @@ class AnchorTracker:
     then `embed(frame, box, payload, key, anchor=anchor)`.
     """
 
-    def __init__(self, max_step: float = 0.25, min_response: float = 0.15) -> None:
-        self.max_step = max_step  # a jump over this share of the box side restarts the anchor
+    def __init__(self, max_step: float = 0.4, min_response: float = 0.15, margin: float = 0.25) -> None:
+        # A jump over max_step of the box side restarts the anchor. A restart costs the codec the
+        # whole mark in that frame, so it is generous: a 97 px face moving 25 px in one frame (a
+        # quarter of its side) is a real motion, and phase correlation still measures it.
+        self.max_step = max_step
         self.min_response = min_response  # a phase-correlation peak under this: unrelated frames (a cut)
+        self.margin = margin  # share of the box side greyed around it for the next frame's correlation
         self._prev: tuple[np.ndarray, int, int, tuple[int, int]] | None = None  # grey crop, its x, y, frame size
         self.anchor: tuple[float, float] | None = None
 
@@ -316,13 +356,15 @@ class AnchorTracker:
         """The anchor (x, y) for this frame's mark of the face in `region` (a box or a mask)."""
         _check_frame(frame_bgr)
         fh, fw = frame_bgr.shape[:2]
-        (x, y, w, h), _ = _region((fh, fw), region)
+        # A small face is followed over its marked square: the ring around it (hair, outline)
+        # makes the correlation of a ~100 px face more reliable, and it is what carries the mark.
+        (x, y, w, h), _ = _region((fh, fw), region, grow=True)
         if w < 16 or h < 16:
             self.reset()
             return (float(x), float(y))
-        # Grey only around the face: the box plus the largest motion the next frame may still
-        # follow (max_step of its side), not the whole frame.
-        m = int(self.max_step * max(w, h)) + 2
+        # Grey only around the face: the box plus the motion the next frame's box may still fully
+        # overlap (`margin` of its side; a larger motion correlates over the part that overlaps).
+        m = int(self.margin * max(w, h)) + 2
         cx0, cy0 = max(x - m, 0), max(y - m, 0)
         grey = cv2.cvtColor(frame_bgr[cy0:min(y + h + m, fh), cx0:min(x + w + m, fw)], cv2.COLOR_BGR2GRAY)
         prev, self._prev = self._prev, (grey, cx0, cy0, (fh, fw))
