@@ -3,8 +3,9 @@
     .venv/bin/python bench/watermark_preview.py [--data DIR] [--out docs/previews]
 
 watermark.png: person2's first frame (a face of about 290 px); watermark-small.png: the full-body
-clip more/s13.mp4 (a face of about 97 px, marked with size_gain's extra strength), shown 3x. Each:
-original | marked | difference x12 around mid-grey, the face box with a margin.
+clip more/s13.mp4 (a face of about 97 px, marked with size_gain's extra strength over the 144 px
+square about it, `watermark.mark_box`), shown 3x. Each: original | marked | difference x12 around
+mid-grey, the marked square with a margin.
 """
 from __future__ import annotations
 
@@ -22,15 +23,15 @@ from swapstream.faces import watermark as wm  # noqa: E402
 
 
 def panel(path: str, frame_index: int, zoom: int) -> np.ndarray:
-    """original | marked | difference x12 of one frame's face (box plus a margin), scaled by `zoom`."""
+    """original | marked | difference x12 of one frame's face (marked square plus a margin), scaled by `zoom`."""
     frames, _ = read_frames(path, frame_index + 1)
     box = face_boxes(frames)[frame_index]
     if box is None:
         raise SystemExit(f"no face in frame {frame_index} of {path}")
     frame = frames[frame_index]
     marked = wm.embed(frame, box, PAYLOAD)
-    x, y, w, h = box
-    m = w // 8
+    x, y, w, h = wm.mark_box(box)  # a small face is marked over a larger square: show all of it
+    m = box[2] // 8
     y0, y1, x0, x1 = max(y - m, 0), min(y + h + m, frame.shape[0]), max(x - m, 0), min(x + w + m, frame.shape[1])
     diff = np.clip(128 + 12 * (marked.astype(np.float32) - frame), 0, 255).astype(np.uint8)
     tiles = [im[y0:y1, x0:x1] for im in (frame, marked, diff)]
