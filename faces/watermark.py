@@ -215,14 +215,20 @@ def _region(shape: tuple[int, int], region, grow: bool = False
     x0, y0, x1, y1 = max(bx, 0), max(by, 0), min(bx + bw, w), min(by + bh, h)
     if x1 <= x0 or y1 <= y0:
         return (0, 0, 0, 0), None
-    # A soft edge (raised cosine over 1/8 of the side) so the mark ends without a visible seam.
-    def ramp(lo: int, hi: int, start: int, length: int) -> np.ndarray:
-        n = max(length // 8, 1)
-        pos = np.arange(lo, hi) - start
-        t = np.clip(np.minimum(pos + 0.5, length - pos - 0.5) / n, 0.0, 1.0)
-        return (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)
-    weight = ramp(y0, y1, by, bh)[:, None] * ramp(x0, x1, bx, bw)[None, :]
+    weight = _ramp(y0 - by, y1 - by, bh)[:, None] * _ramp(x0 - bx, x1 - bx, bw)[None, :]
     return (x0, y0, x1 - x0, y1 - y0), weight
+
+
+@lru_cache(maxsize=256)
+def _ramp(lo: int, hi: int, length: int) -> np.ndarray:
+    """A box edge's soft profile at positions lo..hi-1 of a side of `length` px: a raised cosine
+    over 1/8 of the side, so the mark ends without a visible seam (memoised: boxes keep their size)."""
+    n = max(length // 8, 1)
+    pos = np.arange(lo, hi)
+    t = np.clip(np.minimum(pos + 0.5, length - pos - 0.5) / n, 0.0, 1.0)
+    r = (0.5 - 0.5 * np.cos(np.pi * t)).astype(np.float32)
+    r.setflags(write=False)
+    return r
 
 
 def _check_frame(frame: np.ndarray) -> None:
@@ -298,13 +304,18 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
         # The gain follows the face's own side (inside the frame); a small face's box is then
         # grown to the marked square (`mark_box`).
         strength = strength * size_gain(np.sqrt(float(w) * h))
-        if _box(region) is not None:
+        box = _box(region)
+        if box is not None and mark_box(box) != box:
             (x, y, w, h), weight = _region(frame_bgr.shape[:2], region, grow=True)
     ax, ay = (0.0, 0.0) if anchor is None else (float(anchor[0]), float(anchor[1]))
-    tile = _tile(_key_bytes(key), int(payload))
-    iy, ix = int(np.floor(ay)), int(np.floor(ax))
-    if ay != iy or ax != ix:
-        tile = _subpixel_shift(tile, ax - ix, ay - iy)
+    kb = _key_bytes(key)
+    tile = _tile(kb, int(payload))
+    # The anchor's fraction in 1/SUBPIXEL px steps (a 1/32 px error at most, below what a codec's
+    # quarter-pixel motion resolves): the shifted tiles of a stream are then memoised.
+    qx, qy = round(ax * SUBPIXEL), round(ay * SUBPIXEL)
+    ix, iy = qx // SUBPIXEL, qy // SUBPIXEL
+    if qx % SUBPIXEL or qy % SUBPIXEL:
+        tile = _shifted_tile(kb, int(payload), qx % SUBPIXEL, qy % SUBPIXEL)
     # The tile, rolled so that its origin falls on the anchor, repeated over the region.
     rolled = np.roll(tile, ((iy - y) % TILE, (ix - x) % TILE), axis=(0, 1))
     view = frame_bgr[y:y + h, x:x + w]
@@ -314,8 +325,19 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     if adaptive:
         delta *= texture_weight(cv2.cvtColor(view, cv2.COLOR_BGR2GRAY))
     # The same delta on B, G and R, added with rounding and saturation straight into the frame.
-    cv2.add(view, cv2.merge((delta, delta, delta)), dst=view, dtype=cv2.CV_8U)
+    cv2.add(view, cv2.cvtColor(delta, cv2.COLOR_GRAY2BGR), dst=view, dtype=cv2.CV_8U)
     return frame_bgr
+
+
+SUBPIXEL = 16  # embed places the tile to 1/SUBPIXEL px
+
+
+@lru_cache(maxsize=1024)
+def _shifted_tile(key: bytes, payload: int, qx: int, qy: int) -> np.ndarray:
+    """The mark's tile moved by (qx, qy) / SUBPIXEL px (read-only)."""
+    tile = _subpixel_shift(_tile(key, payload), qx / SUBPIXEL, qy / SUBPIXEL)
+    tile.setflags(write=False)
+    return tile
 
 
 def _subpixel_shift(tile: np.ndarray, dx: float, dy: float) -> np.ndarray:
