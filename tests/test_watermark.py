@@ -239,6 +239,18 @@ def test_anchor_tracker_follows_the_face_and_restarts_on_a_cut():
     assert tracker.update(cut, box) == (60.0, 60.0), "a cut restarts the anchor"
 
 
+def test_anchor_tracker_follows_a_jump_of_a_quarter_of_the_face():
+    # The box lags the face (the server's tracker smooths it); a jump of 0.275 of the side is a
+    # real motion that phase correlation still measures, so the anchor follows instead of
+    # restarting at the box (a restart makes the codec code the whole mark afresh).
+    frame = cv2.resize(_frames(1)[0], (400, 400))
+    box, tracker = (100, 100, 200, 200), wm.AnchorTracker()
+    tracker.update(frame, box)
+    moved = cv2.warpAffine(frame, np.float32([[1, 0, 0], [0, 1, -55]]), (400, 400), borderMode=cv2.BORDER_REFLECT)
+    ax, ay = tracker.update(moved, box)
+    assert abs(ax - 100) < 0.5 and abs(ay - 45) < 0.5, (ax, ay)
+
+
 def test_bad_arguments_raise_clear_errors():
     frame = _frames(1)[0]
     with pytest.raises(ValueError, match="payload"):
