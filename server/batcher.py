@@ -110,6 +110,7 @@ class InferenceBatcher:
             crops = np.concatenate([c for c, _ in batch], axis=0)
             out, masks, ms = self._run_session(crops)
         except Exception as exc:  # every frame in the batch gets the error
+            exc = exc.with_traceback(None)  # its traceback holds this frame, which holds the futures: a cycle
             for _, fut in batch:
                 fut.set_exception(exc)
             return

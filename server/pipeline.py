@@ -54,6 +54,7 @@ from swapstream.faces.crop import CropTransform, crop_face, paste_back
 from swapstream.faces.detect import Box, HaarDetector
 from swapstream.faces.mask import ellipse_mask
 from swapstream.faces.regions import BLEND_ERODE, BLEND_FEATHER, blend_mask, face_mask, mouth_mask
+from swapstream.faces.watermark import mark_box
 from swapstream.faces.wire import (
     ENCODINGS,
     MAX_PIXELS,
@@ -345,7 +346,9 @@ class SwapPipeline:
             job.error = SwapError(Failure.BAD_INPUT, str(exc))
             return job
         except SwapError as exc:
-            job.error = exc
+            # Without its traceback: that holds this frame, which holds the job and the message, a
+            # cycle only the cyclic GC frees (often much later), so fuzzed frames' bytes piled up.
+            job.error = exc.with_traceback(None)
             return job
         t1 = time.perf_counter()
         job.decode_ms = (t1 - t0) * 1000.0
@@ -441,7 +444,8 @@ class SwapPipeline:
             region = None
             if settings.reply_region:
                 # Only the pixels the swap (and the mark) changed travel back: the client has the rest.
-                region = self._changed_region(job, frame.shape) if job.future is not None else (0, 0, 0, 0)
+                marked = (mark or self._mark) is not None
+                region = self._changed_region(job, frame.shape, marked) if job.future is not None else (0, 0, 0, 0)
                 x0, y0, x1, y1 = region
                 data = encode_frame(frame[y0:y1, x0:x1], encoding, settings.jpeg_quality) if x1 > x0 else b""
             else:
@@ -474,9 +478,11 @@ class SwapPipeline:
     # is then coded in the same blocks as the whole frame would be, and its edge lies on unchanged pixels.
     REGION_BLOCK = 16
 
-    def _changed_region(self, job: FrameJob, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    def _changed_region(self, job: FrameJob, shape: tuple[int, ...], marked: bool = True) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1): every frame pixel the faces' paste and mark may have changed, in whole blocks."""
-        rects = [(b.x, b.y, b.x + b.w, b.y + b.h) for b in job.boxes]  # where the marker works
+        # Where the marker works: a small face is marked over a larger square about it.
+        boxes = [mark_box((b.x, b.y, b.w, b.h)) if marked else (b.x, b.y, b.w, b.h) for b in job.boxes]
+        rects = [(x, y, x + w, y + h) for x, y, w, h in boxes]
         if self.aligned:
             out = self.model.manifest.out_size
             for al in job.alignments:
@@ -678,7 +684,7 @@ class FrameReader:
             else:
                 self.exhausted = True
         except Exception as exc:
-            self.error = exc
+            self.error = exc.with_traceback(None)
         _put(self._queue, self.END, c)
 
     def get(self, timeout: float):

@@ -114,3 +114,30 @@ def test_a_streamed_video_verifies(models_dir, tmp_path):
     report = verify.verify(out, wm.PUBLIC_KEY, verify.known_models(models_dir))
     assert report["found"] and report["model"] == "aligned"
     assert verify.main([src, "--quiet"]) == 1  # the unswapped input is not marked
+
+
+def test_a_region_reply_holds_the_whole_mark_of_a_small_face(models_dir):
+    # A face under watermark.MIN_MARK_SIDE is marked over a larger square about it; a region
+    # reply cut to the face alone would drop the mark's outer ring.
+    small = face_frames(3, size=192)  # faces of about 95 px
+
+    def msgs():
+        for i, frame in enumerate(_msgs(small, "aligned")):
+            if i == 0:
+                frame.options.reply_region = True
+            yield frame
+
+    key, _ = read_watermark_key(None)
+    with run_server(models_dir, 0, device="cpu", markers=watermark_markers(key)) as port:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        replies = list(swap_pb2_grpc.FaceSwapStub(channel).StreamSwap(msgs(), timeout=60))
+        channel.close()
+    for reply in replies:
+        assert reply.faces and reply.HasField("region"), reply.index
+        r = reply.region
+        for f in reply.faces:
+            assert f.width < wm.MIN_MARK_SIDE
+            x, y, w, h = wm.mark_box((f.x, f.y, f.width, f.height))
+            x0, y0 = max(0, x), max(0, y)
+            x1, y1 = min(reply.width, x + w), min(reply.height, y + h)
+            assert r.x <= x0 and r.y <= y0 and r.x + r.width >= x1 and r.y + r.height >= y1, (reply.index, (x, y, w, h))
