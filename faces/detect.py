@@ -49,6 +49,9 @@ class HaarDetector:
 
     `max_side` downscales large frames before detection (boxes are mapped back to full
     resolution); detection cost grows with pixel count and faces in video are rarely small.
+    `share` reuses another detector's loaded cascade with these settings. A cascade keeps the
+    buffers of its largest image (integral images of every scale, a few MB); it is not safe to
+    use from two threads at once.
     """
 
     def __init__(
@@ -57,11 +60,16 @@ class HaarDetector:
         min_neighbors: int = 5,
         min_size_frac: float = 0.08,
         max_side: int | None = 480,
+        share: "HaarDetector | None" = None,
     ) -> None:
-        path = cascade_path()
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise DetectorError(f"could not load Haar cascade from {path}")
+        if share is not None:
+            # Other settings on the same loaded cascade (and its buffers): only for use in one thread.
+            self._cascade = share._cascade
+        else:
+            path = cascade_path()
+            self._cascade = cv2.CascadeClassifier(path)
+            if self._cascade.empty():
+                raise DetectorError(f"could not load Haar cascade from {path}")
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size_frac = min_size_frac

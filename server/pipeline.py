@@ -51,7 +51,7 @@ from swapstream.faces.align import (
 )
 from swapstream.faces.color import reinhard_transfer
 from swapstream.faces.crop import CropTransform, crop_face, paste_back
-from swapstream.faces.detect import Box, HaarDetector
+from swapstream.faces.detect import Box
 from swapstream.faces.mask import ellipse_mask
 from swapstream.faces.regions import BLEND_ERODE, BLEND_FEATHER, blend_mask, face_mask, mouth_mask
 from swapstream.faces.watermark import mark_box
@@ -65,6 +65,7 @@ from swapstream.faces.wire import (
     encoding_name,
     frame_size,
 )
+from swapstream.server.detector_pool import DetectorPool, DetectorSet
 from swapstream.server.registry import LoadedModel
 from swapstream.server.tracking import FaceTracker, OneEuroPoints
 from swapstream.v1 import swap_pb2
@@ -286,7 +287,7 @@ class SwapPipeline:
     """Runs frames of one model through the stages. Thread-safe: no per-stream state here."""
 
     def __init__(self, model: LoadedModel, config: PipelineConfig, budget: PixelBudget | None = None,
-                 mark: FaceMarker | None = None) -> None:
+                 mark: FaceMarker | None = None, detectors: DetectorPool | None = None) -> None:
         self.model = model
         self.config = config
         self.budget = budget or PixelBudget(config.decode_pixels)
@@ -305,28 +306,17 @@ class SwapPipeline:
         else:
             self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
                                       cy=config.mask_cy)
-        # Whole-frame detectors reused by single-image calls (loading a cascade takes ~10 ms).
-        self._spare_detectors: queue.SimpleQueue = queue.SimpleQueue()
+        # Haar cascades kept between streams (server-wide when the servicer passes its pool).
+        self.detectors = detectors or DetectorPool(config.detect_max_side, config.min_face_frac,
+                                                   config.rescan_scale_factor, config.roi_max_side, keep=2)
 
-    def _full_detector(self) -> HaarDetector:
-        return HaarDetector(max_side=self.config.detect_max_side, min_size_frac=self.config.min_face_frac)
-
-    def new_tracker(self, settings: StreamSettings) -> FaceTracker:
-        """A tracker with its own Haar cascades (cascades are not shared between threads)."""
-        c = self.config
-        detector = self._full_detector()
-        # Around a tracked face the face spans about 1/(1 + 2 * roi_grow) of the region: a
-        # larger minimum size and coarser scale steps find it at a third of the cost.
-        roi_detector = HaarDetector(scale_factor=1.2, min_neighbors=4, max_side=c.roi_max_side,
-                                    min_size_frac=0.3)
-        # The scheduled whole-frame search while faces are tracked only has to notice faces
-        # coming and going: coarser scale steps halve its cost (same faces found on the real clips).
-        rescan = HaarDetector(scale_factor=c.rescan_scale_factor, max_side=c.detect_max_side,
-                              min_size_frac=c.min_face_frac)
-        return FaceTracker(detector, roi_detector, redetect_every=settings.redetect_every,
+    def new_tracker(self, settings: StreamSettings, detectors: DetectorSet | None = None) -> FaceTracker:
+        """A tracker on `detectors` (taken from the pool when None; a set is not shared between threads)."""
+        d = detectors or self.detectors.take()
+        return FaceTracker(d.full, d.roi, redetect_every=settings.redetect_every,
                            smoothing=self.config.smoothing, max_faces=settings.max_faces,
                            landmark_filter=self._landmark_filter() if self.aligned else None,
-                           rescan_detector=rescan)
+                           rescan_detector=d.rescan)
 
     def _landmark_filter(self):
         return functools.partial(OneEuroPoints, min_cutoff=self.config.landmark_min_cutoff,
@@ -559,16 +549,13 @@ class SwapPipeline:
     def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> FrameResult:
         """One image, full detection (no tracking); used by the unary SwapImage."""
         received = time.perf_counter()
+        detectors = self.detectors.take()
         try:
-            detector = self._spare_detectors.get_nowait()
-        except queue.Empty:
-            detector = self._full_detector()
-        try:
-            tracker = FaceTracker(detector, redetect_every=1, smoothing=0.0, hold=0, max_faces=settings.max_faces,
-                                  landmark_filter=None)
+            tracker = FaceTracker(detectors.full, redetect_every=1, smoothing=0.0, hold=0,
+                                  max_faces=settings.max_faces, landmark_filter=None)
             job = self.prepare(msg, tracker, received, settings)
         finally:
-            self._spare_detectors.put(detector)
+            self.detectors.give(detectors)
         return self.finish(job, settings)
 
     def stream_results(self, frames: "Iterable[swap_pb2.Frame] | FrameReader", settings: StreamSettings,
@@ -587,11 +574,12 @@ class SwapPipeline:
         """
         depth = max(1, self.config.queue_depth)
         reader = frames if isinstance(frames, FrameReader) else FrameReader(frames, stop, depth)
-        tracker = self.new_tracker(settings)
+        detectors = self.detectors.take()
+        tracker = self.new_tracker(settings, detectors)
         marker = self.stream_marker()
         jobs: queue.Queue = queue.Queue(maxsize=depth)  # FrameJob, in order
 
-        def preparer() -> None:
+        def prepare_all() -> None:
             while True:
                 item = reader.get(timeout=0.1)
                 if item is None:
@@ -604,6 +592,12 @@ class SwapPipeline:
                 msg, received = item
                 if not _put(jobs, self.prepare(msg, tracker, received, settings), stop):
                     return
+
+        def preparer() -> None:
+            try:
+                prepare_all()
+            finally:  # the cascades go back only when no detection of this stream can still run
+                self.detectors.give(detectors)
 
         thread = threading.Thread(target=preparer, name="stream-prepare", daemon=True)
         thread.start()

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, encode_frame
+from swapstream.server.detector_pool import DetectorPool
 from swapstream.server.memory import Trimmer, trim
 from swapstream.server.metrics import Metrics, PrometheusMetrics
 from swapstream.server.pipeline import (
@@ -130,7 +131,10 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         self._after_frame = after_frame or (lambda: None)
         self.config = config
         budget = PixelBudget(config.decode_pixels)  # one for the whole server
-        self.pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None)
+        # Cascades for every stream slot and two single-image calls, shared by the models' pipelines.
+        self.detectors = DetectorPool(config.detect_max_side, config.min_face_frac, config.rescan_scale_factor,
+                                      config.roi_max_side, keep=max_streams + 2)
+        self.pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None, self.detectors)
                           for m in registry.models()}
         self._max_streams = max_streams
         self._active = 0
@@ -400,8 +404,8 @@ class SwapServer:
             log.info("metrics on http://%s/metrics", self.metrics_address)
 
     def warm_up(self) -> None:
-        """Every model's stages once on synthetic frames (see `warm_up`), every gRPC worker thread started,
-        and the memory this freed given back to the OS."""
+        """Every model's stages once on synthetic frames (see `warm_up`), the cascades of every stream
+        slot made and sized, every gRPC worker thread started, and the memory this freed given back to the OS."""
         for name, pipeline in self.servicer.pipelines.items():
             t0 = time.perf_counter()
             done = warm_up(pipeline)
@@ -412,6 +416,8 @@ class SwapServer:
             else:
                 log.info("warmed up model %s in %.0f ms (%d frames, %d faces)", name, ms, done["frames"],
                          done["faces"])
+        kept = self.servicer.detectors.fill()
+        log.info("%d sets of Haar cascades ready", kept)
         prestart_workers(self._executor, self._workers)
         gc.collect()
         trim()  # what the warm-up freed goes back now: SERVING reports what serving needs
