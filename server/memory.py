@@ -28,7 +28,10 @@ M_ARENA_MAX = -8
 # ones are mmapped and go back when freed. The Trimmer returns the heap's free pages.
 MMAP_THRESHOLD = 16 * 1024 * 1024
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # free memory at a heap's top kept for the next frames (glibc's own ratio)
-ARENA_MAX = 2                        # heaps shared by all threads (glibc's default: 8 per core)
+# One heap for all threads (glibc's default: 8 per core). Every extra arena kept its own free and
+# half-used pages of past frames: under bench/fuzz_server.py the RSS grew twice as much with two as
+# with one, and a 720p stream ran at the same FPS with one (docs/experiments/2026-12-02-server-memory.md).
+ARENA_MAX = 1
 
 
 def _libc():
