@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -287,7 +287,8 @@ class SwapPipeline:
     """Runs frames of one model through the stages. Thread-safe: no per-stream state here."""
 
     def __init__(self, model: LoadedModel, config: PipelineConfig, budget: PixelBudget | None = None,
-                 mark: FaceMarker | None = None, detectors: DetectorPool | None = None) -> None:
+                 mark: FaceMarker | None = None, detectors: DetectorPool | None = None,
+                 preparers: ThreadPoolExecutor | None = None) -> None:
         self.model = model
         self.config = config
         self.budget = budget or PixelBudget(config.decode_pixels)
@@ -306,6 +307,10 @@ class SwapPipeline:
         else:
             self._mask = ellipse_mask(size, config.mask_feather, rx=config.mask_rx, ry=config.mask_ry,
                                       cy=config.mask_cy)
+        # Threads that run streams' preparers (server-wide when the servicer passes them; else
+        # a thread per stream). OpenCV keeps ~1 KB for every thread that ever called it, so
+        # a thread per stream is a slow leak in a long-running server.
+        self.preparers = preparers
         # Haar cascades kept between streams (server-wide when the servicer passes its pool).
         self.detectors = detectors or DetectorPool(config.detect_max_side, config.min_face_frac,
                                                    config.rescan_scale_factor, config.roi_max_side, keep=2)
@@ -599,8 +604,10 @@ class SwapPipeline:
             finally:  # the cascades go back only when no detection of this stream can still run
                 self.detectors.give(detectors)
 
-        thread = threading.Thread(target=preparer, name="stream-prepare", daemon=True)
-        thread.start()
+        if self.preparers is not None:
+            self.preparers.submit(preparer)
+        else:
+            threading.Thread(target=preparer, name="stream-prepare", daemon=True).start()
         idle = self.config.idle_timeout
         last_reply = time.monotonic()
         try:

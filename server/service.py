@@ -134,7 +134,13 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         # Cascades for every stream slot and two single-image calls, shared by the models' pipelines.
         self.detectors = DetectorPool(config.detect_max_side, config.min_face_frac, config.rescan_scale_factor,
                                       config.roi_max_side, keep=max_streams + 2)
-        self.pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None, self.detectors)
+        # The streams' preparer threads, kept for the server's life (a slot's stream may still be
+        # winding down when the next one starts: two spare).
+        self.preparer_threads = max_streams + 2
+        self.preparers = futures.ThreadPoolExecutor(max_workers=self.preparer_threads,
+                                                    thread_name_prefix="stream-prepare")
+        self.pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None, self.detectors,
+                                               self.preparers)
                           for m in registry.models()}
         self._max_streams = max_streams
         self._active = 0
@@ -419,6 +425,7 @@ class SwapServer:
         kept = self.servicer.detectors.fill()
         log.info("%d sets of Haar cascades ready", kept)
         prestart_workers(self._executor, self._workers)
+        prestart_workers(self.servicer.preparers, self.servicer.preparer_threads)
         gc.collect()
         trim()  # what the warm-up freed goes back now: SERVING reports what serving needs
 
@@ -437,6 +444,7 @@ class SwapServer:
         self.metrics.close()
         self.trimmer.close()
         self._executor.shutdown(wait=False)
+        self.servicer.preparers.shutdown(wait=False)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout)
