@@ -182,8 +182,15 @@ def fuzz(server: ServerProcess, args) -> dict:
                   f"{time.monotonic() - start:.0f} s, server {now}", file=sys.stderr, flush=True)
     after = settle(server)
     channel.close()
+    # The client's connection is gone too: what the server keeps of it (HTTP/2 buffers grown to the
+    # largest message) is released, and what is left is what serving left behind.
+    disconnected = settle(server)
     alive = server.proc.poll() is None
-    growth = {k: round(after[k] / before[k] - 1.0, 3) if before[k] else None for k in ("rss_mb", "threads", "fds")}
+
+    def growth_of(res: dict) -> dict:
+        return {k: round(res[k] / before[k] - 1.0, 3) if before[k] else None for k in ("rss_mb", "threads", "fds")}
+
+    growth = growth_of(after)
     served = {"server_cpu_ms_per_frame": round((after["cpu_s"] - before["cpu_s"]) * 1000 / max(frames, 1), 2),
               "minor_faults_per_frame": round((after["minor_faults"] - before["minor_faults"]) / max(frames, 1), 1)}
     return {"calls": calls, "frames": frames, "seconds": round(time.monotonic() - start, 1),
@@ -194,6 +201,7 @@ def fuzz(server: ServerProcess, args) -> dict:
             "server_start_s": server.start_s, "resources_at_serving": before,
             "resources_after_first_call": after_first_call, "resources_after_first_chunk": after_first_chunk,
             "resources_after": after, "growth_after_vs_serving": growth,
+            "resources_after_disconnect": disconnected, "growth_after_disconnect_vs_serving": growth_of(disconnected),
             "flat_within_10pct": all(g is not None and g <= 0.10 for g in growth.values()), **served,
             "trace": trace}
 
