@@ -569,7 +569,8 @@ class SwapPipeline:
 
         Three threads per stream: a reader pulls messages off the transport as soon as they
         arrive (a FrameReader; pass one to have read the first frame already), a preparer
-        decodes/detects/crops and submits faces to the batcher, and the caller's thread finishes
+        (on one of `preparers` when given) decodes/detects/crops with a cascade set borrowed
+        from `detectors` and submits faces to the batcher, and the caller's thread finishes
         and yields results in order.
 
         `stop` lets the server cancel the stream (client gone) or drain it (shutdown): when
