@@ -67,7 +67,11 @@ class ServerProcess:
                 status[key] = rest.split()
         with open(f"/proc/{self.proc.pid}/stat") as fh:
             stat = fh.read().rsplit(")", 1)[1].split()
+        # RSS = anonymous memory (heaps, stacks: what serving holds) + file pages (mapped code and
+        # data the kernel can drop and read again).
         return {"rss_mb": round(int(status["VmRSS"][0]) / 1024, 1),
+                "rss_anon_mb": round(int(status["RssAnon"][0]) / 1024, 1),
+                "rss_file_mb": round(int(status["RssFile"][0]) / 1024, 1),
                 "peak_rss_mb": round(int(status["VmHWM"][0]) / 1024, 1),
                 "threads": int(status["Threads"][0]), "fds": len(os.listdir(f"/proc/{self.proc.pid}/fd")),
                 "minor_faults": int(stat[7]),
