@@ -13,10 +13,14 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from swapstream.faces.detect import HaarDetector
+
+if TYPE_CHECKING:
+    from swapstream.server.pipeline import PipelineConfig
 
 
 @dataclass
@@ -35,10 +39,16 @@ class DetectorPool:
                  keep: int) -> None:
         self.detect_max_side, self.roi_max_side = detect_max_side, roi_max_side
         self.min_face_frac, self.rescan_scale_factor = min_face_frac, rescan_scale_factor
-        self.keep = max(0, int(keep))
-        self._sets: queue.Queue[DetectorSet] = queue.Queue(maxsize=max(1, self.keep))
+        self.keep = max(1, int(keep))
+        self._sets: queue.Queue[DetectorSet] = queue.Queue(maxsize=self.keep)
         self._lock = threading.Lock()
         self.made = 0  # sets made so far (kept or not)
+
+    @classmethod
+    def for_config(cls, config: PipelineConfig, keep: int) -> DetectorPool:
+        """A pool whose detectors follow a pipeline's settings."""
+        return cls(config.detect_max_side, config.min_face_frac, config.rescan_scale_factor, config.roi_max_side,
+                   keep)
 
     def make(self) -> DetectorSet:
         """A new set, its buffers not yet sized."""
@@ -55,9 +65,7 @@ class DetectorPool:
 
     def size(self, s: DetectorSet) -> None:
         """Grow the set's buffers to the largest image it will be given (a square of each max side)."""
-        big = np.zeros((self.detect_max_side, self.detect_max_side), np.uint8)
-        s.full.detect(big)
-        s.rescan.detect(big)
+        s.full.detect(np.zeros((self.detect_max_side, self.detect_max_side), np.uint8))  # rescan shares it
         s.roi.detect(np.zeros((self.roi_max_side, self.roi_max_side), np.uint8))
 
     def fill(self) -> int:
@@ -70,7 +78,7 @@ class DetectorPool:
 
     @property
     def kept(self) -> int:
-        return self._sets.qsize() if self.keep else 0
+        return self._sets.qsize()
 
     def take(self) -> DetectorSet:
         """A kept set, or a new one when every kept set is out."""
@@ -81,8 +89,6 @@ class DetectorPool:
 
     def give(self, s: DetectorSet) -> None:
         """Back into the pool; freed instead if `keep` sets are there already."""
-        if not self.keep:
-            return
         try:
             self._sets.put_nowait(s)
         except queue.Full:

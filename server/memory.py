@@ -17,6 +17,7 @@ free pages inside every arena, a moment after frames were served. Off glibc all 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 
@@ -34,6 +35,7 @@ TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # free memory at a heap's top kept for the 
 ARENA_MAX = 1
 
 
+@functools.cache
 def _libc():
     try:
         libc = ctypes.CDLL("libc.so.6")

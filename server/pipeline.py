@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import queue
 import threading
 import time
@@ -69,6 +70,8 @@ from swapstream.server.detector_pool import DetectorPool, DetectorSet
 from swapstream.server.registry import LoadedModel
 from swapstream.server.tracking import FaceTracker, OneEuroPoints
 from swapstream.v1 import swap_pb2
+
+log = logging.getLogger(__name__)
 
 # Room for everything in a reply but its image (index, boxes, timings, model name, framing).
 REPLY_OVERHEAD = 4096
@@ -312,12 +315,11 @@ class SwapPipeline:
         # a thread per stream is a slow leak in a long-running server.
         self.preparers = preparers
         # Haar cascades kept between streams (server-wide when the servicer passes its pool).
-        self.detectors = detectors or DetectorPool(config.detect_max_side, config.min_face_frac,
-                                                   config.rescan_scale_factor, config.roi_max_side, keep=2)
+        self.detectors = detectors or DetectorPool.for_config(config, keep=2)
 
     def new_tracker(self, settings: StreamSettings, detectors: DetectorSet | None = None) -> FaceTracker:
-        """A tracker on `detectors` (taken from the pool when None; a set is not shared between threads)."""
-        d = detectors or self.detectors.take()
+        """A tracker on `detectors` (a set of its own when None: a set is not shared between threads)."""
+        d = detectors or self.detectors.make()
         return FaceTracker(d.full, d.roi, redetect_every=settings.redetect_every,
                            smoothing=self.config.smoothing, max_faces=settings.max_faces,
                            landmark_filter=self._landmark_filter() if self.aligned else None,
@@ -424,6 +426,12 @@ class SwapPipeline:
         reply = swap_pb2.SwappedFrame(index=job.index, model=self.model.name)
         if job.error is not None:
             return self._failed(reply, job, job.error)
+        if job.future is not None and job.future.exception() is not None:
+            # Not re-raised: the one exception of a failed batch would gather every frame's
+            # traceback, each holding its job, in a cycle.
+            exc = job.future.exception()
+            return self._failed(reply, job, SwapError(Failure.INTERNAL, f"swap failed: {type(exc).__name__}: {exc}"))
+        mark = mark or self._mark
         try:
             frame = job.image
             infer_ms, batch_faces = 0.0, 0
@@ -439,8 +447,8 @@ class SwapPipeline:
             region = None
             if settings.reply_region:
                 # Only the pixels the swap (and the mark) changed travel back: the client has the rest.
-                marked = (mark or self._mark) is not None
-                region = self._changed_region(job, frame.shape, marked) if job.future is not None else (0, 0, 0, 0)
+                region = (self._changed_region(job, frame.shape, mark is not None) if job.future is not None
+                          else (0, 0, 0, 0))
                 x0, y0, x1, y1 = region
                 data = encode_frame(frame[y0:y1, x0:x1], encoding, settings.jpeg_quality) if x1 > x0 else b""
             else:
@@ -473,7 +481,7 @@ class SwapPipeline:
     # is then coded in the same blocks as the whole frame would be, and its edge lies on unchanged pixels.
     REGION_BLOCK = 16
 
-    def _changed_region(self, job: FrameJob, shape: tuple[int, ...], marked: bool = True) -> tuple[int, int, int, int]:
+    def _changed_region(self, job: FrameJob, shape: tuple[int, ...], marked: bool) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1): every frame pixel the faces' paste and mark may have changed, in whole blocks."""
         # Where the marker works: a small face is marked over a larger square about it.
         boxes = [mark_box((b.x, b.y, b.w, b.h)) if marked else (b.x, b.y, b.w, b.h) for b in job.boxes]
@@ -545,10 +553,9 @@ class SwapPipeline:
         frame[...] = cv2.seamlessClone(patch, frame, m8, centre, cv2.NORMAL_CLONE)
         return True
 
-    def _mark_faces(self, frame: np.ndarray, boxes: Sequence[Box], mark: FaceMarker | None = None) -> np.ndarray:
+    def _mark_faces(self, frame: np.ndarray, boxes: Sequence[Box], mark: FaceMarker | None) -> np.ndarray:
         """The one place where the swapped face regions are final (colour-matched, blended and
         pasted back) and the frame is not yet encoded: the provenance watermark goes in here."""
-        mark = mark or self._mark
         return frame if mark is None or not boxes else mark(frame, boxes)
 
     def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> FrameResult:
@@ -606,7 +613,7 @@ class SwapPipeline:
                 self.detectors.give(detectors)
 
         if self.preparers is not None:
-            self.preparers.submit(preparer)
+            self.preparers.submit(preparer).add_done_callback(_log_failure)
         else:
             threading.Thread(target=preparer, name="stream-prepare", daemon=True).start()
         idle = self.config.idle_timeout
@@ -713,6 +720,13 @@ class FrameReader:
         if self._pending is self.END:
             return None
         return self._pending[0]
+
+
+def _log_failure(future: Future) -> None:
+    """A preparer run on a kept thread: its failure would otherwise stay unseen in its future."""
+    exc = None if future.cancelled() else future.exception()
+    if exc is not None:
+        log.error("stream preparer failed: %s: %s", type(exc).__name__, exc)
 
 
 def _put(q: queue.Queue, item, control: "StreamControl") -> bool:

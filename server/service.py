@@ -132,11 +132,11 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         self.config = config
         budget = PixelBudget(config.decode_pixels)  # one for the whole server
         # Cascades for every stream slot and two single-image calls, shared by the models' pipelines.
-        self.detectors = DetectorPool(config.detect_max_side, config.min_face_frac, config.rescan_scale_factor,
-                                      config.roi_max_side, keep=max_streams + 2)
-        # The streams' preparer threads, kept for the server's life (a slot's stream may still be
-        # winding down when the next one starts: two spare).
-        self.preparer_threads = max_streams + 2
+        self.detectors = DetectorPool.for_config(config, keep=max_streams + 2)
+        # The streams' preparer threads, kept for the server's life. A stream's slot is free when
+        # its call ends, but its preparer may still be finishing a frame (waiting for the decode
+        # budget or the inference queue): twice the slots, so a new stream never waits for one.
+        self.preparer_threads = 2 * max_streams + 2
         self.preparers = futures.ThreadPoolExecutor(max_workers=self.preparer_threads,
                                                     thread_name_prefix="stream-prepare")
         self.pipelines = {m.name: SwapPipeline(m, config, budget, markers(m) if markers else None, self.detectors,
@@ -412,6 +412,9 @@ class SwapServer:
     def warm_up(self) -> None:
         """Every model's stages once on synthetic frames (see `warm_up`), the cascades of every stream
         slot made and sized, every gRPC worker thread started, and the memory this freed given back to the OS."""
+        # The pool first: the warm-up streams then borrow sized sets instead of making smaller ones.
+        kept = self.servicer.detectors.fill()
+        log.info("%d sets of Haar cascades ready", kept)
         for name, pipeline in self.servicer.pipelines.items():
             t0 = time.perf_counter()
             done = warm_up(pipeline)
@@ -422,8 +425,6 @@ class SwapServer:
             else:
                 log.info("warmed up model %s in %.0f ms (%d frames, %d faces)", name, ms, done["frames"],
                          done["faces"])
-        kept = self.servicer.detectors.fill()
-        log.info("%d sets of Haar cascades ready", kept)
         prestart_workers(self._executor, self._workers)
         prestart_workers(self.servicer.preparers, self.servicer.preparer_threads)
         gc.collect()
@@ -483,8 +484,8 @@ def run_server(models_dir: str, port: int = 0, *, host: str = "127.0.0.1", devic
     except BaseException:
         registry.close()
         raise
-    server.start()
     try:
+        server.start()
         yield server.port
     finally:
         server.shutdown(grace)

@@ -43,8 +43,8 @@ def make_session(
     default (all cores). spin: let idle intra-op threads busy-wait (onnxruntime's default; only
     worth it when nothing else shares the CPU). cpu_arena: onnxruntime's CPU memory arena (off:
     the arena keeps the memory of the largest batch it has run and, with batch sizes varying from
-    call to call, fragments and grows further; without it, with glibc's mmap threshold fixed as
-    `serve` does, a call's buffers go back to the OS when it ends, for a few percent per call).
+    call to call, fragments and grows further; without it a call's buffers are freed when it
+    ends, and `serve`'s trimming thread gives them back to the OS, for a few percent per call).
     """
     if device not in DEVICES:
         raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")

@@ -14,8 +14,7 @@ from tests.server_fixtures import face_frames, write_negative_model
 
 
 def _pool(keep: int) -> DetectorPool:
-    c = PipelineConfig()
-    return DetectorPool(c.detect_max_side, c.min_face_frac, c.rescan_scale_factor, c.roi_max_side, keep=keep)
+    return DetectorPool.for_config(PipelineConfig(), keep=keep)
 
 
 def test_the_pool_keeps_at_most_keep_sets_and_reuses_them():
