@@ -70,11 +70,13 @@ TEXTURE_REF = 1.7
 TEXTURE_FLOOR = 0.6
 TEXTURE_CAP = 1.0
 TEXTURE_BOX = 9
-# Score threshold in standard deviations; the best of ~4096 shifts x up to hundreds of windows
+# Score threshold in standard deviations; the best of ~4096 shifts x thousands of windows
 # is taken, so a single window's null tail is not the per-frame false-positive rate:
 # bench/watermark_bench.py measures that on real unmarked frames.
 DEFAULT_THRESHOLD = 7.0
 BLOCK = TILE // 2  # px: windows start and end on this half-tile grid
+SUBPIXEL = 16  # embed places the tile to 1/SUBPIXEL px
+WINDOW_CHUNK = 1024  # windows correlated at once: bounds the detector's memory on large frames
 # Window sides in blocks and the step between windows of that side (blocks).
 WINDOW_BLOCKS = ((3, 1), (4, 1), (6, 2), (8, 2), (12, 4))
 PUBLIC_KEY = "swapstream-public-watermark-v1"
@@ -292,9 +294,12 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
                   adaptive: bool = True) -> np.ndarray:
     """`embed` into `frame_bgr` itself (only the region's pixels are touched) and return it.
 
-    For a caller that owns its frame (the server's pipeline): no copy of the whole frame.
+    For a caller that owns its frame (the server's pipeline): no copy of the whole frame. The
+    frame must be writeable with contiguous BGR pixels (rows may be padded); `embed` takes any.
     """
     _check_frame(frame_bgr)
+    if not frame_bgr.flags.writeable or frame_bgr.strides[1:] != (3, 1) or frame_bgr.strides[0] <= 0:
+        raise ValueError("embed_inplace needs a writeable frame of contiguous BGR pixels; use embed")
     if not strength > 0:
         raise ValueError("the watermark strength must be positive")
     (x, y, w, h), weight = _region(frame_bgr.shape[:2], region)
@@ -327,9 +332,6 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     # The same delta on B, G and R, added with rounding and saturation straight into the frame.
     cv2.add(view, cv2.cvtColor(delta, cv2.COLOR_GRAY2BGR), dst=view, dtype=cv2.CV_8U)
     return frame_bgr
-
-
-SUBPIXEL = 16  # embed places the tile to 1/SUBPIXEL px
 
 
 @lru_cache(maxsize=1024)
@@ -481,12 +483,19 @@ def analyze(frame_bgr: np.ndarray, key: str | bytes = PUBLIC_KEY,
     spec = acc[y1, x1] - acc[y0, x1] - acc[y1, x0] + acc[y0, x0]
     # Null variance of a correlation with a random pattern of this band: the band's mean power.
     var = (np.abs(spec) ** 2 * t.band[rows, cols]).sum(1)
-    # Circular cross-correlation with the pilot at every shift s: sum_x fold(x) * pilot(x - s).
-    full = np.zeros((len(r), TILE, TILE // 2 + 1), np.complex64)
-    full[:, rows, cols] = spec * t.spectra[0][rows, cols]
-    maps = np.fft.irfft2(full, s=(TILE, TILE)).reshape(len(r), -1)
-    idx = maps.argmax(1)
-    z = maps[np.arange(len(r)), idx] / np.sqrt(np.maximum(var, 1e-12))
+    # Circular cross-correlation with the pilot at every shift s: sum_x fold(x) * pilot(x - s),
+    # WINDOW_CHUNK windows at a time (a 4K frame has about 19,000).
+    idx = np.zeros(len(r), np.int64)
+    peak = np.zeros(len(r), np.float32)
+    pilot = t.spectra[0][rows, cols]
+    for c in range(0, len(r), WINDOW_CHUNK):
+        part = spec[c:c + WINDOW_CHUNK]
+        full = np.zeros((len(part), TILE, TILE // 2 + 1), np.complex64)
+        full[:, rows, cols] = part * pilot
+        maps = np.fft.irfft2(full, s=(TILE, TILE)).reshape(len(part), -1)
+        idx[c:c + len(part)] = maps.argmax(1)
+        peak[c:c + len(part)] = maps[np.arange(len(part)), idx[c:c + len(part)]]
+    z = peak / np.sqrt(np.maximum(var, 1e-12))
     best = int(np.argmax(z))
     wy0, wx0, wy1, wx1 = (int(v) for v in r[best])
     box = (wx0 * BLOCK, wy0 * BLOCK, (wx1 - wx0) * BLOCK, (wy1 - wy0) * BLOCK)

@@ -189,13 +189,21 @@ from swapstream.faces.video import VideoReader
 for trial in range(int(sys.argv[2])):
     reader = VideoReader(sys.argv[1])
     frames = reader.frames_with_pts()
-    seen = []
-    pull = threading.Thread(target=lambda: seen.extend(frames))
-    pull.start()
+    seen, errors = [], []
+
+    def pull():
+        try:
+            seen.extend(frames)
+        except Exception as exc:  # closing must end the iteration, not fail it
+            errors.append(exc)
+
+    thread = threading.Thread(target=pull)
+    thread.start()
     time.sleep(0.0005 * (trial % 20))
     reader.close()
-    pull.join()
-    assert len(seen) <= reader.decoded
+    thread.join()
+    assert not errors, errors
+    assert len(seen) <= 60
 print("survived")
 """
 
