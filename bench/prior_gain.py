@@ -92,11 +92,7 @@ def train_arms(args, set_a: str, set_b: str) -> dict[str, str]:
     """Train every arm of `args.arms` (scratch, init, NAME=PRIOR.npz) on one pair at one budget; arm -> run
     folder under `args.work` (a finished run is reused)."""
     runs = {}
-    for spec in args.arms.split(","):
-        arm, _, prior = spec.partition("=")
-        prior = prior or (args.prior if arm == "init" else "")
-        if arm == "init" and not prior:
-            raise SystemExit("the arm init needs --prior (or name the prior: NAME=PRIOR.npz)")
+    for arm, prior in arm_priors(args):
         run = os.path.join(args.work, f"run-{arm}")
         if not os.path.isfile(os.path.join(run, "summary.json")):
             extra = ["--init", prior] if prior else []
@@ -107,6 +103,18 @@ def train_arms(args, set_a: str, set_b: str) -> dict[str, str]:
             print(f"{arm}: trained in {time.time() - started:.0f} s", file=sys.stderr)
         runs[arm] = run
     return runs
+
+
+def arm_priors(args) -> list[tuple[str, str]]:
+    """(arm, prior or "") for every arm of `args.arms`; SystemExit for an `init` without --prior."""
+    out = []
+    for spec in args.arms.split(","):
+        arm, _, prior = spec.partition("=")
+        prior = prior or (args.prior if arm == "init" else "")
+        if arm == "init" and not prior:
+            raise SystemExit("the arm init needs --prior (or name the prior: NAME=PRIOR.npz)")
+        out.append((arm, prior))
+    return out
 
 
 def add_arm_arguments(parser: argparse.ArgumentParser, work: str) -> None:
@@ -127,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arm_arguments(parser, "/tmp/prior_gain")
     args = parser.parse_args(argv)
+    arm_priors(args)  # refuse a missing prior before any training
     paths = prepare(args.work)
     results = train_arms(args, paths["a"], paths["b"])
 

@@ -25,9 +25,9 @@ import numpy as np
 from swapstream.faces.files import write_json
 
 try:  # run as `python -m bench.prior_gain_real` or as `python bench/prior_gain_real.py`
-    from bench.prior_gain import add_arm_arguments, swapstream, train_arms
+    from bench.prior_gain import add_arm_arguments, arm_priors, swapstream, train_arms
 except ImportError:
-    from prior_gain import add_arm_arguments, swapstream, train_arms
+    from prior_gain import add_arm_arguments, arm_priors, swapstream, train_arms
 
 
 def swapped_frames(run_dir: str, frames: list[np.ndarray], clip_set) -> list[np.ndarray]:
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arm_arguments(parser, "/tmp/prior_gain_real")
     parser.add_argument("--every", type=int, default=1, help="judge every Nth frame (default 1)")
     args = parser.parse_args(argv)
+    arm_priors(args)  # refuse a missing prior before any extraction or training
     data = os.path.join(args.work, "data")
     os.makedirs(data, exist_ok=True)
     set_a, set_b, clip = (os.path.join(data, n) for n in ("a.npz", "b.npz", "clip.npz"))

@@ -7,9 +7,10 @@ Each variant starts its own `serve` (CPU) and runs one `stream` client process a
 variants take turns, run by run, so a busy machine hurts them alike. Per run: the client's FPS, the
 client's CPU per frame (user + system of its process) and the server's (from /proc, over that
 run only). With client and server on the same cores, 1000 x cores / (client + server ms) is the FPS
-that idle cores would bound it to. Default variants: `now` (the defaults) and `whole` (whole-frame
-JPEG replies, x264 veryfast, a full-frame detection every 5 frames: the settings before region
-replies).
+that idle cores would bound it to; the client's figure includes its process's start-up (imports,
+connecting, opening the files), which its FPS does not, so the bound is a little low. Default
+variants, both without the watermark: `now` (the other defaults) and `whole` (whole-frame JPEG
+replies, x264 veryfast, a full-frame detection every 5 frames: the settings before region replies).
 """
 from __future__ import annotations
 

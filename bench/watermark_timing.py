@@ -66,7 +66,6 @@ def main() -> int:
     p.add_argument("--baseline", default=None, help="another watermark.py to time alongside")
     args = p.parse_args()
     mods = {"current": wm} | ({"baseline": load_module(args.baseline)} if args.baseline else {})
-    report = {}
     for clip in args.clips.split(","):
         path = os.path.join(args.data, clip)
         if not os.path.isfile(path):
@@ -92,7 +91,6 @@ def main() -> int:
                 ts.append(time.perf_counter() - t0)
             row[k] = {"update_ms": round(best[0], 2), "embed_ms": round(best[1], 2),
                       "per_face_ms": round(sum(best), 2), "detect_ms_fastest": round(min(ts) * 1e3, 1)}
-        report[clip] = row
         print(json.dumps({clip: row}), flush=True)
     return 0
 

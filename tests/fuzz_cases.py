@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 from hypothesis import strategies as st
 
-from swapstream.faces.wire import MODEL_METADATA_KEY, FrameDecodeError, encoding_name, frame_size
+from swapstream.faces.wire import MODEL_METADATA_KEY, STAGES, FrameDecodeError, encoding_name, frame_size
 from swapstream.v1 import swap_pb2
 from tests.server_fixtures import face_frames, jpeg, jpeg_header_bomb, png_bomb, png_header_bomb
 
@@ -182,8 +182,7 @@ class Outcome:
 
 def _timings(reply: swap_pb2.SwappedFrame) -> dict:
     t = reply.timings
-    return {k: round(getattr(t, f"{k}_ms"), 1) for k in ("decode", "detect", "align", "infer", "blend", "encode",
-                                                          "queue", "total")}
+    return {k: round(getattr(t, f"{k}_ms"), 1) for k in STAGES}
 
 
 def swap_image(stub, frame: swap_pb2.Frame, timeout: float, metadata=()) -> Outcome:
