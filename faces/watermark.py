@@ -320,7 +320,7 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     qx, qy = round(ax * SUBPIXEL), round(ay * SUBPIXEL)
     ix, iy = qx // SUBPIXEL, qy // SUBPIXEL
     if qx % SUBPIXEL or qy % SUBPIXEL:
-        tile = _shifted_tile(kb, int(payload), qx % SUBPIXEL, qy % SUBPIXEL)
+        tile = _shift_table(kb, int(payload))[qy % SUBPIXEL, qx % SUBPIXEL]
     # The tile, rolled so that its origin falls on the anchor, repeated over the region.
     rolled = np.roll(tile, ((iy - y) % TILE, (ix - x) % TILE), axis=(0, 1))
     view = frame_bgr[y:y + h, x:x + w]
@@ -334,20 +334,27 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     return frame_bgr
 
 
-@lru_cache(maxsize=1024)
-def _shifted_tile(key: bytes, payload: int, qx: int, qy: int) -> np.ndarray:
-    """The mark's tile moved by (qx, qy) / SUBPIXEL px (read-only)."""
-    tile = _subpixel_shift(_tile(key, payload), qx / SUBPIXEL, qy / SUBPIXEL)
-    tile.setflags(write=False)
-    return tile
+def shifted_tiles(key: str | bytes, payload: int) -> np.ndarray:
+    """(SUBPIXEL, SUBPIXEL, TILE, TILE): the mark's tile moved by (qy, qx) / SUBPIXEL px (read-only).
+
+    All of a payload's sub-pixel shifts at once (4 MB), made on first use and kept (for the last 8
+    keys and payloads): a server makes them when it loads a model (`Watermarker`), so its memory
+    does not grow as its streams' anchors reach new fractions of a pixel.
+    """
+    return _shift_table(_key_bytes(key), int(payload))
 
 
-def _subpixel_shift(tile: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """The periodic tile moved by a fraction of a pixel (Fourier shift: exact for a band-limited tile)."""
+@lru_cache(maxsize=8)
+def _shift_table(key: bytes, payload: int) -> np.ndarray:
+    # Fourier shift: exact for the band-limited tile; one inverse transform for all the shifts.
+    spectrum = np.fft.rfft2(_tile(key, payload))
     ky = np.fft.fftfreq(TILE)[:, None]
     kx = np.fft.rfftfreq(TILE)[None, :]
-    phase = np.exp(-2j * np.pi * (ky * dy + kx * dx))
-    return np.fft.irfft2(np.fft.rfft2(tile) * phase, s=(TILE, TILE)).astype(np.float32)
+    q = np.arange(SUBPIXEL) / SUBPIXEL
+    phase = np.exp(-2j * np.pi * (q[:, None, None, None] * ky + q[None, :, None, None] * kx))
+    tiles = np.fft.irfft2(spectrum * phase, s=(TILE, TILE)).astype(np.float32)
+    tiles.setflags(write=False)
+    return tiles
 
 
 class AnchorTracker:
@@ -397,7 +404,7 @@ class AnchorTracker:
             return self.anchor
         pgrey, px0, py0, _ = prev
         # Correlate the box where the previous crop holds it too, trimmed (centred) to a multiple
-        # of 8 px per side so one Hanning window per size serves many frames.
+        # of 8 px per side (the sizes the watermark figures were measured with).
         ix0, iy0 = max(x, px0), max(y, py0)
         ix1, iy1 = min(x + w, px0 + pgrey.shape[1]), min(y + h, py0 + pgrey.shape[0])
         cw, ch = (ix1 - ix0) // 8 * 8, (iy1 - iy0) // 8 * 8
@@ -407,20 +414,13 @@ class AnchorTracker:
         ix0, iy0 = ix0 + (ix1 - ix0 - cw) // 2, iy0 + (iy1 - iy0 - ch) // 2
         a = pgrey[iy0 - py0:iy0 - py0 + ch, ix0 - px0:ix0 - px0 + cw].astype(np.float32)
         b = grey[iy0 - cy0:iy0 - cy0 + ch, ix0 - cx0:ix0 - cx0 + cw].astype(np.float32)
-        (dx, dy), response = cv2.phaseCorrelate(a, b, _hanning(cw, ch))
+        # A fresh window each frame (0.01-0.1 ms): a cache per size would fill with every face size seen.
+        (dx, dy), response = cv2.phaseCorrelate(a, b, cv2.createHanningWindow((cw, ch), cv2.CV_32F))
         if response < self.min_response or max(abs(dx) / w, abs(dy) / h) > self.max_step:
             self.anchor = (float(x), float(y))  # a cut or a lost face: start again
         else:
             self.anchor = (self.anchor[0] + dx, self.anchor[1] + dy)
         return self.anchor
-
-
-@lru_cache(maxsize=32)
-def _hanning(w: int, h: int) -> np.ndarray:
-    """The w x h Hanning window phase correlation weighs the face with (read-only, per size)."""
-    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
-    win.setflags(write=False)
-    return win
 
 
 def _whitened(frame_bgr: np.ndarray) -> np.ndarray:

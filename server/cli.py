@@ -9,7 +9,7 @@ import threading
 
 from swapstream.faces.cliutil import ArgumentParser, read_secret_file, run_cli
 from swapstream.faces.errors import InputError
-from swapstream.server.memory import ARENA_MAX, tune_malloc
+from swapstream.server.memory import ARENA_MAX, no_huge_pages, tune_malloc
 from swapstream.server.pipeline import PipelineConfig
 from swapstream.server.registry import ModelRegistry
 from swapstream.server.service import (
@@ -74,6 +74,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--malloc-arenas", type=int, default=ARENA_MAX,
                    help="glibc malloc arenas shared by all threads (0 = glibc's default, 8 per core; "
                         "MALLOC_ARENA_MAX in the environment wins)")
+    p.add_argument("--huge-pages", action="store_true",
+                   help="keep the system's transparent huge pages (default: the server opts out; they kept "
+                        "megabytes of freed frames resident)")
     p.add_argument("--no-warm-up", action="store_true",
                    help="skip running synthetic frames through every model before serving (default: warm up, so "
                         "the first client's frames are not slow and memory does not grow on first use)")
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             markers = watermark_markers(key)
         # Before the model sessions and the server make their threads (arenas made earlier stay).
         tune_malloc(arena_max=args.malloc_arenas)
+        if not args.huge_pages:
+            no_huge_pages()
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
                                 blend=args.blend, first_frame_timeout=args.first_frame_timeout,
                                 idle_timeout=args.idle_timeout, decode_pixels=int(args.decode_mpx * 1e6))

@@ -1,54 +1,88 @@
-"""Haar cascades kept for reuse between streams, made and sized before the first client.
+"""Haar cascades shared by the server's streams, made and sized before the first client.
 
-A cascade takes about 10 ms to load, and its first detection sizes buffers (the integral images
-of every scale) that it keeps: 3-6 MB at the server's detection side. A stream that made its own
-three and freed them at its end churned ~8 MB of multi-megabyte blocks through malloc per
-stream, which fragmented the heaps: under `bench/fuzz_server.py` the server's RSS kept growing.
-The pool keeps `keep` sets, made at warm-up and sized on the largest image they will see, so the
-memory is there from the start and stays flat. A stream (or a single-image call) takes a set and
-gives it back; when every set is out, one is made for the caller and freed when given back.
+A cascade takes about 10 ms to load, and its detections size buffers (the integral images of
+every scale) that it keeps and only ever grows: their width follows the widest image it saw at
+full scale and their height the tallest stack of scales, so a 480 px search needs 6 MB for a
+square frame and up to 14 MB once frames of every shape have come by (a 320 px region search:
+0.8 to 3 MB). Made per stream and freed at its end, they churned multi-megabyte blocks through
+malloc; kept per stream, every kept set grew towards the worst shape: under
+`bench/fuzz_server.py` the server's RSS kept growing either way.
+
+So the pool keeps a few sets, one per core (a search already runs on every core through
+OpenCV's threads, so more at once would only wait for CPU), sized at warm-up over a grid of
+frame shapes up to each max side. A stream's tracker holds a lent set (`lend()`) whose
+detectors borrow a kept set for each search: the buffers are there from the start, their size
+does not depend on what clients send, and no stream holds one between frames.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from swapstream.faces.detect import HaarDetector
+from swapstream.faces.detect import Box, HaarDetector
 
 if TYPE_CHECKING:
     from swapstream.server.pipeline import PipelineConfig
 
+# A kept set is sized on frame shapes about this many steps apart per side: within 1% (a 480 px
+# search) and 8% (a 320 px region) of the size an 8 px grid reaches, in about 1 s per set.
+SIZING_STEPS = 20
+
 
 @dataclass
 class DetectorSet:
-    """One caller's detectors (a cascade is not shared between threads)."""
+    """The detectors one search uses (a cascade is not shared between threads)."""
 
     full: HaarDetector    # whole-frame search when nothing is tracked
     roi: HaarDetector     # around the tracked faces
     rescan: HaarDetector  # the scheduled whole-frame search while tracking: the full one's cascade, coarser steps
 
 
+class _Lent:
+    """A detector of one role that borrows a kept set from its pool for each search."""
+
+    def __init__(self, pool: DetectorPool, role: str) -> None:
+        self._pool, self._role = pool, role
+
+    def detect(self, image: np.ndarray, roi: Box | None = None) -> list[Box]:
+        """HaarDetector.detect on a borrowed set's detector of this role."""
+        with self._pool.borrow() as s:
+            return getattr(s, self._role).detect(image, roi)
+
+
+def default_sets(max_streams: int) -> int:
+    """Kept sets for a server of `max_streams`: one per core this process may run on, at most one per stream."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(int(max_streams), cores))
+
+
 class DetectorPool:
-    """At most `keep` DetectorSets kept between callers; `fill()` makes and sizes them up front."""
+    """`sets` DetectorSets, each lent to one search at a time; `fill()` makes and sizes them up front."""
 
     def __init__(self, detect_max_side: int, min_face_frac: float, rescan_scale_factor: float, roi_max_side: int,
-                 keep: int) -> None:
+                 sets: int) -> None:
         self.detect_max_side, self.roi_max_side = detect_max_side, roi_max_side
         self.min_face_frac, self.rescan_scale_factor = min_face_frac, rescan_scale_factor
-        self.keep = max(1, int(keep))
-        self._sets: queue.Queue[DetectorSet] = queue.Queue(maxsize=self.keep)
+        self.sets = max(1, int(sets))
+        self._kept: queue.Queue[DetectorSet] = queue.Queue()
         self._lock = threading.Lock()
-        self.made = 0  # sets made so far (kept or not)
+        self.made = 0  # sets made so far (never more than `sets`)
 
     @classmethod
-    def for_config(cls, config: PipelineConfig, keep: int) -> DetectorPool:
+    def for_config(cls, config: PipelineConfig, sets: int) -> DetectorPool:
         """A pool whose detectors follow a pipeline's settings."""
         return cls(config.detect_max_side, config.min_face_frac, config.rescan_scale_factor, config.roi_max_side,
-                   keep)
+                   sets)
 
     def make(self) -> DetectorSet:
         """A new set, its buffers not yet sized."""
@@ -59,37 +93,49 @@ class DetectorPool:
         # The scheduled search only has to notice faces coming and going: coarser steps halve its cost.
         rescan = HaarDetector(scale_factor=self.rescan_scale_factor, max_side=self.detect_max_side,
                               min_size_frac=self.min_face_frac, share=full)
-        with self._lock:
-            self.made += 1
         return DetectorSet(full, roi, rescan)
 
     def size(self, s: DetectorSet) -> None:
-        """Grow the set's buffers to the largest image it will be given (a square of each max side)."""
-        s.full.detect(np.zeros((self.detect_max_side, self.detect_max_side), np.uint8))  # rescan shares it
-        s.roi.detect(np.zeros((self.roi_max_side, self.roi_max_side), np.uint8))
+        """Grow the set's buffers to what any frame can need: blank images of every shape on a grid
+        of about SIZING_STEPS sides up to each detector's max side (the rescan shares the full search's)."""
+        for detector, side in ((s.full, self.detect_max_side), (s.roi, self.roi_max_side)):
+            sides = sorted({*range(24, side, max(8, side // SIZING_STEPS)), side})
+            for h in sides:
+                for w in sides:
+                    detector.detect(np.zeros((h, w), np.uint8))
 
     def fill(self) -> int:
-        """Make and size sets until `keep` are kept; returns how many are kept."""
-        while self.kept < self.keep:
+        """Make and size every set not made yet; returns how many are kept."""
+        while True:
+            with self._lock:
+                if self.made >= self.sets:
+                    return self.kept
+                self.made += 1
             s = self.make()
             self.size(s)
-            self.give(s)
-        return self.kept
+            self._kept.put(s)
 
     @property
     def kept(self) -> int:
-        return self._sets.qsize()
+        """Sets in the pool now (not lent to a search)."""
+        return self._kept.qsize()
 
-    def take(self) -> DetectorSet:
-        """A kept set, or a new one when every kept set is out."""
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[DetectorSet]:
+        """A kept set for one search: made (unsized) while fewer than `sets` exist, else the next one given back."""
         try:
-            return self._sets.get_nowait()
+            s = self._kept.get_nowait()
         except queue.Empty:
-            return self.make()
-
-    def give(self, s: DetectorSet) -> None:
-        """Back into the pool; freed instead if `keep` sets are there already."""
+            with self._lock:
+                new = self.made < self.sets
+                if new:
+                    self.made += 1
+            s = self.make() if new else self._kept.get()
         try:
-            self._sets.put_nowait(s)
-        except queue.Full:
-            pass
+            yield s
+        finally:
+            self._kept.put(s)
+
+    def lend(self) -> DetectorSet:
+        """Detectors for one stream or image: each search borrows a kept set (cheap; nothing to give back)."""
+        return DetectorSet(_Lent(self, "full"), _Lent(self, "roi"), _Lent(self, "rescan"))

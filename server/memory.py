@@ -10,9 +10,17 @@ Three things make a glibc process that decodes frames of every size keep memory 
 * fragmentation: a heap gives memory back only from its top, so one live chunk pins the free
   space below it.
 
+A fourth is the kernel's: numpy asks for transparent huge pages (madvise) on every array of 4 MB
+or more, and the heap range a freed frame leaves keeps that advice. Any later touch of it then
+faults in a whole 2 MB page, and khugepaged collapses ranges with up to 511 of their 512 small
+pages unused (its default max_ptes_none), so a few live chunks hold megabytes that `malloc_trim`
+cannot give back: under bench/fuzz_server.py the server held 2-16 MB of huge pages from one
+check to the next.
+
 `tune_malloc` fixes the thresholds and caps the arenas (each skipped when the operator set
-glibc's own environment variable), and `Trimmer` calls `malloc_trim(0)`, which also returns the
-free pages inside every arena, a moment after frames were served. Off glibc all of it does nothing.
+glibc's own environment variable), `no_huge_pages` opts the process out of transparent huge
+pages, and `Trimmer` calls `malloc_trim(0)`, which also returns the free pages inside every arena,
+a moment after frames were served. Off glibc (or off Linux) all of it does nothing.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ import threading
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
+PR_SET_THP_DISABLE = 41  # linux/prctl.h
 # Frame buffers up to 1080p (6.2 MB of BGR) come from the heap and are reused from frame to frame
 # (from mmap, every frame paid its page faults again: ~5 ms of server CPU per 720p frame); larger
 # ones are mmapped and go back when freed. The Trimmer returns the heap's free pages.
@@ -62,6 +71,18 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, arena_max: int = ARENA_MAX
         if value and env not in os.environ and libc.mallopt(param, int(value)) == 1:
             done[env] = int(value)
     return done
+
+
+def no_huge_pages() -> bool:
+    """Opt this process (and the children it starts) out of transparent huge pages; True if done.
+
+    prctl(PR_SET_THP_DISABLE) applies to the whole address space, mappings made before included;
+    the kernel then ignores numpy's madvise. Off Linux, or on a kernel before 3.15, nothing happens.
+    """
+    libc = _libc()
+    if libc is None or not hasattr(libc, "prctl"):
+        return False
+    return libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
 
 
 def trim() -> bool:

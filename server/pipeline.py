@@ -315,11 +315,11 @@ class SwapPipeline:
         # a thread per stream is a slow leak in a long-running server.
         self.preparers = preparers
         # Haar cascades kept between streams (server-wide when the servicer passes its pool).
-        self.detectors = detectors or DetectorPool.for_config(config, keep=2)
+        self.detectors = detectors or DetectorPool.for_config(config, sets=2)
 
     def new_tracker(self, settings: StreamSettings, detectors: DetectorSet | None = None) -> FaceTracker:
-        """A tracker on `detectors` (a set of its own when None: a set is not shared between threads)."""
-        d = detectors or self.detectors.make()
+        """A tracker on `detectors` (default: lent by the pool, each search on a kept set)."""
+        d = detectors or self.detectors.lend()
         return FaceTracker(d.full, d.roi, redetect_every=settings.redetect_every,
                            smoothing=self.config.smoothing, max_faces=settings.max_faces,
                            landmark_filter=self._landmark_filter() if self.aligned else None,
@@ -561,14 +561,9 @@ class SwapPipeline:
     def swap_one(self, msg: swap_pb2.Frame, settings: StreamSettings) -> FrameResult:
         """One image, full detection (no tracking); used by the unary SwapImage."""
         received = time.perf_counter()
-        detectors = self.detectors.take()
-        try:
-            tracker = FaceTracker(detectors.full, redetect_every=1, smoothing=0.0, hold=0,
-                                  max_faces=settings.max_faces, landmark_filter=None)
-            job = self.prepare(msg, tracker, received, settings)
-        finally:
-            self.detectors.give(detectors)
-        return self.finish(job, settings)
+        tracker = FaceTracker(self.detectors.lend().full, redetect_every=1, smoothing=0.0, hold=0,
+                              max_faces=settings.max_faces, landmark_filter=None)
+        return self.finish(self.prepare(msg, tracker, received, settings), settings)
 
     def stream_results(self, frames: "Iterable[swap_pb2.Frame] | FrameReader", settings: StreamSettings,
                        stop: "StreamControl") -> Iterator[FrameResult]:
@@ -576,8 +571,8 @@ class SwapPipeline:
 
         Three threads per stream: a reader pulls messages off the transport as soon as they
         arrive (a FrameReader; pass one to have read the first frame already), a preparer
-        (on one of `preparers` when given) decodes/detects/crops with a cascade set borrowed
-        from `detectors` and submits faces to the batcher, and the caller's thread finishes
+        (on one of `preparers` when given) decodes/detects/crops, each search on a cascade set
+        borrowed from `detectors`, and submits faces to the batcher, and the caller's thread finishes
         and yields results in order.
 
         `stop` lets the server cancel the stream (client gone) or drain it (shutdown): when
@@ -587,8 +582,7 @@ class SwapPipeline:
         """
         depth = max(1, self.config.queue_depth)
         reader = frames if isinstance(frames, FrameReader) else FrameReader(frames, stop, depth)
-        detectors = self.detectors.take()
-        tracker = self.new_tracker(settings, detectors)
+        tracker = self.new_tracker(settings)
         marker = self.stream_marker()
         jobs: queue.Queue = queue.Queue(maxsize=depth)  # FrameJob, in order
 
@@ -606,16 +600,10 @@ class SwapPipeline:
                 if not _put(jobs, self.prepare(msg, tracker, received, settings), stop):
                     return
 
-        def preparer() -> None:
-            try:
-                prepare_all()
-            finally:  # the cascades go back only when no detection of this stream can still run
-                self.detectors.give(detectors)
-
         if self.preparers is not None:
-            self.preparers.submit(preparer).add_done_callback(_log_failure)
+            self.preparers.submit(prepare_all).add_done_callback(_log_failure)
         else:
-            threading.Thread(target=preparer, name="stream-prepare", daemon=True).start()
+            threading.Thread(target=prepare_all, name="stream-prepare", daemon=True).start()
         idle = self.config.idle_timeout
         last_reply = time.monotonic()
         try:

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from swapstream.faces.errors import InputError
 from swapstream.faces.wire import MODEL_METADATA_KEY, RETRY_PUSHBACK_KEY, encode_frame
-from swapstream.server.detector_pool import DetectorPool
+from swapstream.server.detector_pool import DetectorPool, default_sets
 from swapstream.server.memory import Trimmer, trim
 from swapstream.server.metrics import Metrics, PrometheusMetrics
 from swapstream.server.pipeline import (
@@ -131,8 +131,8 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         self._after_frame = after_frame or (lambda: None)
         self.config = config
         budget = PixelBudget(config.decode_pixels)  # one for the whole server
-        # Cascades for every stream slot and two single-image calls, shared by the models' pipelines.
-        self.detectors = DetectorPool.for_config(config, keep=max_streams + 2)
+        # Cascades for one search per core, lent to every stream and image of every model's pipeline.
+        self.detectors = DetectorPool.for_config(config, sets=default_sets(max_streams))
         # The streams' preparer threads, kept for the server's life. A stream's slot is free when
         # its call ends, but its preparer may still be finishing a frame (waiting for the decode
         # budget or the inference queue): twice the slots, so a new stream never waits for one.
@@ -410,9 +410,9 @@ class SwapServer:
             log.info("metrics on http://%s/metrics", self.metrics_address)
 
     def warm_up(self) -> None:
-        """Every model's stages once on synthetic frames (see `warm_up`), the cascades of every stream
-        slot made and sized, every gRPC worker thread started, and the memory this freed given back to the OS."""
-        # The pool first: the warm-up streams then borrow sized sets instead of making smaller ones.
+        """Every model's stages once on synthetic frames (see `warm_up`), the shared cascades made and
+        sized, every gRPC worker thread started, and the memory this freed given back to the OS."""
+        # The pool first: the warm-up streams then borrow sized sets instead of making unsized ones.
         kept = self.servicer.detectors.fill()
         log.info("%d sets of Haar cascades ready", kept)
         for name, pipeline in self.servicer.pipelines.items():

@@ -50,6 +50,7 @@ class Watermarker:
         self.payload = int(payload)
         self.key = key
         self.strength = float(strength)
+        wm.shifted_tiles(key, self.payload)  # made now: the mark's memory is there before the first stream
 
     def __call__(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         """A single image: every face box marked at the frame's own anchor, in place (the

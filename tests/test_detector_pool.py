@@ -1,35 +1,50 @@
 """Haar cascades kept between streams (server/detector_pool.py): made once, reused, bounded."""
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import cv2
+import numpy as np
 import pytest
 
-from swapstream.server.detector_pool import DetectorPool
+from swapstream.server.detector_pool import DetectorPool, default_sets
 from swapstream.server.pipeline import PipelineConfig, StreamControl, StreamSettings, SwapPipeline
 from swapstream.server.registry import ModelRegistry
 from swapstream.v1 import swap_pb2
 from tests.server_fixtures import face_frames, write_negative_model
 
 
-def _pool(keep: int) -> DetectorPool:
-    return DetectorPool.for_config(PipelineConfig(), keep=keep)
+def _pool(sets: int) -> DetectorPool:
+    return DetectorPool.for_config(PipelineConfig(), sets=sets)
 
 
-def test_the_pool_keeps_at_most_keep_sets_and_reuses_them():
-    pool = _pool(keep=2)
-    assert pool.fill() == 2 and pool.made == 2
-    taken = [pool.take() for _ in range(3)]  # one more than it keeps: made for the caller
-    assert pool.made == 3 and pool.kept == 0
-    for s in taken:
-        pool.give(s)
-    assert pool.kept == 2  # the third was freed
-    again = pool.take()
-    assert pool.made == 3 and again in taken
-    # The scheduled whole-frame search runs on the full search's cascade, with its own step.
-    assert again.rescan._cascade is again.full._cascade and again.rescan.scale_factor != again.full.scale_factor
-    assert again.roi._cascade is not again.full._cascade
+def test_the_pool_makes_at_most_sets_and_lends_them_per_search():
+    pool = _pool(sets=2)
+    frame = face_frames(1, size=192)[0]
+    lent = [pool.lend() for _ in range(3)]  # three streams: no set is made for lending alone
+    assert pool.made == 0
+    assert all(s.full.detect(frame) for s in lent)  # one after the other: one set serves them all
+    assert pool.made == 1 and pool.kept == 1
+    # Two searches at once get two sets; a third waits for one of them instead of making a third.
+    with pool.borrow() as a, pool.borrow() as b:
+        assert a is not b and pool.made == 2 and pool.kept == 0
+        waiter = threading.Thread(target=lambda: lent[2].roi.detect(frame))
+        waiter.start()
+        time.sleep(0.2)
+        assert waiter.is_alive() and pool.made == 2
+    waiter.join(5)
+    assert not waiter.is_alive() and pool.made == 2 and pool.kept == 2
+    with pool.borrow() as s:
+        # The scheduled whole-frame search runs on the full search's cascade, with its own step.
+        assert s.rescan._cascade is s.full._cascade and s.rescan.scale_factor != s.full.scale_factor
+        assert s.roi._cascade is not s.full._cascade
+
+
+def test_default_sets_is_one_per_core_at_most_one_per_stream():
+    cores = len(os.sched_getaffinity(0))
+    assert default_sets(1) == 1 and default_sets(64) == min(64, cores) and default_sets(0) == 1
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +52,7 @@ def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     write_negative_model(str(root / "neg"), size=32)
     registry = ModelRegistry.load(str(root), device="cpu")
-    yield SwapPipeline(registry.get("neg"), PipelineConfig(), detectors=_pool(keep=1))
+    yield SwapPipeline(registry.get("neg"), PipelineConfig(), detectors=_pool(sets=1))
     registry.close()
 
 
@@ -48,8 +63,43 @@ def test_streams_and_single_images_reuse_the_kept_cascades(pipeline):
     for _ in range(3):
         results = list(pipeline.stream_results(iter(frames), settings, StreamControl()))
         assert len(results) == 3 and all(r.error is None and r.reply.faces for r in results)
-        deadline = time.monotonic() + 5  # the stream's preparer thread gives its set back as it ends
-        while pipeline.detectors.kept < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
         assert pipeline.swap_one(frames[0], settings).reply.faces
     assert pipeline.detectors.made == 1 and pipeline.detectors.kept == 1
+
+
+def _malloc_live_mb() -> float:
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    m = libc.mallinfo2()
+    return (m.uordblks + m.hblkhd) / 2**20
+
+
+def test_a_sized_set_does_not_grow_whatever_shape_the_frames_have():
+    try:
+        _malloc_live_mb()
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc's mallinfo2")
+    rng = np.random.default_rng(0)
+    shapes = [(int(rng.integers(16, 481)), int(rng.integers(16, 481))) for _ in range(60)] + [(24, 480), (480, 24)]
+    grown = {}
+    for sized in (True, False):
+        pool = _pool(sets=1)
+        if sized:
+            pool.fill()
+        with pool.borrow() as s:
+            s.full.detect(np.zeros((480, 480), np.uint8))
+            s.roi.detect(np.zeros((320, 320), np.uint8))
+            before = _malloc_live_mb()
+            for h, w in shapes:
+                s.full.detect(np.zeros((h, w), np.uint8))
+                s.roi.detect(np.zeros((min(h, 320), min(w, 320)), np.uint8))
+            grown[sized] = _malloc_live_mb() - before
+    # Sized at warm-up: frames of any shape fit (a set sized on squares only grew by megabytes).
+    assert grown[True] < 0.5 and grown[False] > 2.0, grown

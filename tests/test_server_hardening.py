@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -360,3 +362,16 @@ def test_malloc_settings_and_trimmer(monkeypatch):
     off = memory.Trimmer(0)
     off.start()
     assert off._thread is None
+
+
+def test_no_huge_pages_opts_the_process_out():
+    # In a child: the opt-out is for the process's life.
+    code = ("from swapstream.server import memory\n"
+            "done = memory.no_huge_pages()\n"
+            "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+            "print(done, status.get('THP_enabled', '?').strip())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    done, enabled = out.stdout.split()
+    if memory._libc() is None or enabled == "?":
+        pytest.skip("no glibc prctl or no THP_enabled in /proc (kernel < 5.0)")
+    assert (done, enabled) == ("True", "0"), out.stdout

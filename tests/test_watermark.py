@@ -61,6 +61,23 @@ def test_embed_is_pure_and_local():
     assert np.abs(diff[..., 0] - diff[..., 2]).mean() < 0.5
 
 
+def test_shifted_tiles_move_the_tile_by_sixteenths_of_a_pixel():
+    tiles = wm.shifted_tiles(wm.PUBLIC_KEY, PAYLOAD)
+    assert tiles.shape == (wm.SUBPIXEL, wm.SUBPIXEL, wm.TILE, wm.TILE) and not tiles.flags.writeable
+    tile = tiles[0, 0]
+    half = wm.SUBPIXEL // 2
+
+    def half_pixel_more(t: np.ndarray, axis: int) -> np.ndarray:
+        k = np.fft.fftfreq(wm.TILE)
+        phase = np.exp(-1j * np.pi * (k[None, :] if axis == 1 else k[:, None]))
+        return np.real(np.fft.ifft2(np.fft.fft2(t) * phase))
+
+    # Half a pixel, and half a pixel more, is one whole pixel: along x for [qy, qx] = [0, 8], along y for [8, 0].
+    assert np.allclose(half_pixel_more(tiles[0, half], 1), np.roll(tile, 1, axis=1), atol=1e-4)
+    assert np.allclose(half_pixel_more(tiles[half, 0], 0), np.roll(tile, 1, axis=0), atol=1e-4)
+    assert wm.shifted_tiles(wm.PUBLIC_KEY.encode(), PAYLOAD) is tiles  # made once per key and payload
+
+
 @pytest.mark.parametrize("quality", [None, 75])
 def test_detect_finds_the_payload_after_jpeg(quality):
     for frame in _frames(3):
