@@ -314,7 +314,7 @@ class SwapPipeline:
         # a thread per stream). OpenCV keeps ~1 KB for every thread that ever called it, so
         # a thread per stream is a slow leak in a long-running server.
         self.preparers = preparers
-        # Haar cascades kept between streams (server-wide when the servicer passes its pool).
+        # Haar cascades shared by its streams and images (server-wide when the servicer passes its pool).
         self.detectors = detectors or DetectorPool.for_config(config, sets=2)
 
     def new_tracker(self, settings: StreamSettings, detectors: DetectorSet | None = None) -> FaceTracker:
