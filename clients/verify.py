@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from swapstream.faces import watermark as wm
-from swapstream.faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, read_secret_file, run_cli
+from swapstream.faces.cliutil import EXIT_ERROR, EXIT_OK, ArgumentParser, run_cli
 from swapstream.faces.errors import InputError
 from swapstream.faces.files import write_json
 from swapstream.faces.model_folder import manifest_sha256
@@ -50,13 +50,7 @@ def resolve_key(key: str | None, key_file: str | None) -> tuple[str, str]:
     """(key, where it came from): --key-file, --key, $SWAPSTREAM_WATERMARK_KEY, else the public key."""
     if key and key_file:
         raise InputError("give --key or --key-file, not both")
-    if key_file:
-        return read_secret_file(key_file, "--key-file"), "key file"  # the first line, as `serve` reads it
-    if key:
-        return key, "--key"
-    if os.environ.get(KEY_ENV, "").strip():
-        return os.environ[KEY_ENV].strip(), KEY_ENV
-    return wm.PUBLIC_KEY, "public key"
+    return wm.resolve_key(key_file or None, key)
 
 
 def known_models(models_dir: str) -> dict[int, str]:

@@ -36,11 +36,14 @@ and the `verify` client both import it.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from swapstream.faces.cliutil import read_secret_file
 
 TILE = 64  # px: the period of the pattern; the detector searches all TILE x TILE anchor shifts
 N_BITS = 32
@@ -94,6 +97,20 @@ class Detection:
     soft_bits: np.ndarray  # z_i per bit (sign gives the bit; |z| its reliability)
     box: tuple[int, int, int, int] | None  # x, y, w, h in pixels of the best window
     shift: tuple[int, int] | None  # the anchor's position (x, y) modulo TILE that the pilot found
+
+
+def resolve_key(key_file: str | None = None, key: str | None = None,
+                file_flag: str = "--key-file") -> tuple[str, str]:
+    """(key, where it came from): the first line of `key_file`, else `key`, else $SWAPSTREAM_WATERMARK_KEY,
+    else the public key (`serve` and `verify` read it alike). InputError naming `file_flag` for
+    an unreadable or empty key file."""
+    if key_file is not None:
+        return read_secret_file(key_file, file_flag), "key file"
+    if key:
+        return key, "--key"
+    if os.environ.get(KEY_ENV, "").strip():
+        return os.environ[KEY_ENV].strip(), KEY_ENV
+    return PUBLIC_KEY, "public key"
 
 
 def model_id(model_name: str, manifest_sha256: str) -> int:

@@ -15,13 +15,11 @@ stock server's marks. `serve --no-watermark` turns the mark off.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from swapstream.faces import watermark as wm
-from swapstream.faces.cliutil import read_secret_file
 from swapstream.faces.detect import Box
 from swapstream.server.registry import LoadedModel
 
@@ -36,11 +34,7 @@ def model_payload(model: LoadedModel) -> int:
 def read_watermark_key(key_file: str | None) -> tuple[str, str]:
     """(key, where it came from): the first line of `key_file`, $SWAPSTREAM_WATERMARK_KEY, else
     the public key. InputError for an unreadable or empty key file."""
-    if key_file is not None:
-        return read_secret_file(key_file, "--watermark-key-file"), "key file"
-    if os.environ.get(KEY_ENV, "").strip():
-        return os.environ[KEY_ENV].strip(), KEY_ENV
-    return wm.PUBLIC_KEY, "public key"
+    return wm.resolve_key(key_file, file_flag="--watermark-key-file")
 
 
 class Watermarker:
