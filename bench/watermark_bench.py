@@ -31,8 +31,9 @@ import numpy as np
 
 from swapstream.clients.verify import MAX_BIT_DIFF, model_for
 from swapstream.faces import watermark as wm
-from swapstream.faces.detect import HaarDetector
 from swapstream.faces.files import write_text
+from swapstream.server.detector_pool import DetectorPool
+from swapstream.server.pipeline import PipelineConfig
 from swapstream.server.tracking import FaceTracker
 
 PAYLOAD = wm.model_id("bench-model", "0" * 64)
@@ -86,8 +87,12 @@ def jpeg(frame: np.ndarray, quality: int = 75) -> np.ndarray:
 
 
 def face_boxes(frames: list[np.ndarray]) -> list[tuple[int, int, int, int] | None]:
-    """The tracked, smoothed Haar box of the largest face per frame (as the server's tracker gives)."""
-    tracker = FaceTracker(HaarDetector(), redetect_every=5, smoothing=0.5)
+    """The tracked, smoothed Haar box of the largest face per frame, as a stream's tracker in `serve`
+    gives it (its defaults: the whole-frame, region and rescan detectors, a rescan every 10 frames)."""
+    config = PipelineConfig()
+    d = DetectorPool.for_config(config, sets=1).lend()
+    tracker = FaceTracker(d.full, d.roi, redetect_every=config.redetect_every, smoothing=config.smoothing,
+                          rescan_detector=d.rescan)
     out = []
     for f in frames:
         boxes = tracker.update(f)

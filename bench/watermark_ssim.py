@@ -4,7 +4,7 @@
 
 Synthetic: swapstream.faces.synth renders (4 identities x 4 poses, 256x256, the face box
 (51, 60, 152, 152)) blurred by a Gaussian of sigma 1 as a stand-in for a model's smoother output;
-SSIM against the sharp render (the truth), as the demo's quality figure measures it (the face
+SSIM against the sharp render (the truth), with the demo's SSIM (`clients/demo.face_ssim`; the face
 box resized to 128 px), without the mark, with the plain mark (`adaptive=False`) and with the
 default (adaptive) mark; plus the detection score after JPEG q75. Real: the first face of each
 clip (DIR/*.mp4, DIR/more/*.mp4), blurred by sigma 2 (the bench's "swapped-like"), SSIM and PSNR
@@ -24,23 +24,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from watermark_bench import PAYLOAD, face_boxes, jpeg, psnr, read_frames  # noqa: E402
 
+from swapstream.clients.demo import face_ssim as ssim  # noqa: E402  (the demo's own SSIM)
 from swapstream.faces import watermark as wm  # noqa: E402
 from swapstream.faces.files import write_text  # noqa: E402
 from swapstream.faces.synth import pose_sequence, render_face  # noqa: E402
 
 BOX = (51, 60, 152, 152)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM (Gaussian window 11 px, sigma 1.5, on 0..1, averaged over the channels)."""
-    a, b = a.astype(np.float64) / 255, b.astype(np.float64) / 255
-    def g(z: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(z, (11, 11), 1.5)
-
-    ma, mb = g(a), g(b)
-    va, vb, cab = g(a * a) - ma * ma, g(b * b) - mb * mb, g(a * b) - ma * mb
-    c1, c2 = 0.01**2, 0.03**2
-    return float((((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))).mean())
 
 
 def main() -> int:

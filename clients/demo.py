@@ -150,9 +150,11 @@ def _gaussian_ssim_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return smap.mean(axis=-1)
 
 
-def face_ssim(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
-    """SSIM of two uint8 BGR faces of one side, averaged under `weights` (the face region)."""
+def face_ssim(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """SSIM of two uint8 BGR images of one size, averaged under `weights` (the face region; None: all of it)."""
     smap = _gaussian_ssim_map(x.astype(np.float32) / 255.0, y.astype(np.float32) / 255.0)
+    if weights is None:
+        return float(smap.mean())
     w = weights[5:-5, 5:-5]
     return float((smap * w).sum() / max(float(w.sum()), 1e-9))
 
