@@ -24,43 +24,28 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as a script from anywhere
+from bench.fuzz_server import ServerProcess  # noqa: E402
+
 DEFAULT_VARIANTS = {
     "now": "--no-watermark|",
     "whole": "--no-watermark --redetect-every 5|--full-replies --preset veryfast",
 }
 
 
-def _cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_server(models: str, args: list[str]) -> tuple[subprocess.Popen, int]:
-    """A `swapstream serve` on a free port; (process, port) once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "swapstream.clients.cli", "serve", "--models", models, "--port", "0",
-                             "--device", "cpu", "--log-level", "WARNING", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:
-        m = re.search(r"listening on .*:(\d+)", line)
-        if m:
-            return proc, int(m.group(1))
-    raise RuntimeError("serve exited before listening")
-
-
 def run_once(models: str, model: str, video: str, serve_args: list[str], stream_args: list[str], out: str) -> dict:
     """One server, one client run: FPS, CPU ms per frame of each side, output bytes."""
-    server, port = start_server(models, serve_args)
+    server = ServerProcess(models, *serve_args)
     try:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        s0 = _cpu_s(server.pid)
+        s0 = server.resources()["cpu_s"]
         done = subprocess.run([sys.executable, "-m", "swapstream.clients.cli", "stream", video, "-o", out,
-                               "--model", model, "--server", f"127.0.0.1:{port}", "--no-progress", *stream_args],
+                               "--model", model, "--server", server.address, "--no-progress", *stream_args],
                               capture_output=True, text=True)
-        s1 = _cpu_s(server.pid)
+        s1 = server.resources()["cpu_s"]
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
     if done.returncode != 0:
         raise RuntimeError(f"stream failed: {done.stderr.strip()[-500:]}")
     frames = int(re.search(r"frames (\d+)", done.stdout).group(1))
