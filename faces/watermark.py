@@ -308,11 +308,13 @@ def texture_weight(luma: np.ndarray) -> np.ndarray:
 
 def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes = PUBLIC_KEY,
                   strength: float = DEFAULT_STRENGTH, anchor: tuple[float, float] | None = None,
-                  adaptive: bool = True) -> np.ndarray:
+                  adaptive: bool = True, *, tiles: np.ndarray | None = None) -> np.ndarray:
     """`embed` into `frame_bgr` itself (only the region's pixels are touched) and return it.
 
     For a caller that owns its frame (the server's pipeline): no copy of the whole frame. The
     frame must be writeable with contiguous BGR pixels (rows may be padded); `embed` takes any.
+    tiles: `shifted_tiles(key, payload)`, for a caller that keeps them (a server of many models);
+    default: from a cache of the last 8 keys and payloads.
     """
     _check_frame(frame_bgr)
     if not frame_bgr.flags.writeable or frame_bgr.strides[1:] != (3, 1) or frame_bgr.strides[0] <= 0:
@@ -337,7 +339,7 @@ def embed_inplace(frame_bgr: np.ndarray, region, payload: int, key: str | bytes 
     qx, qy = round(ax * SUBPIXEL), round(ay * SUBPIXEL)
     ix, iy = qx // SUBPIXEL, qy // SUBPIXEL
     if qx % SUBPIXEL or qy % SUBPIXEL:
-        tile = _shift_table(kb, int(payload))[qy % SUBPIXEL, qx % SUBPIXEL]
+        tile = (_shift_table(kb, int(payload)) if tiles is None else tiles)[qy % SUBPIXEL, qx % SUBPIXEL]
     # The tile, rolled so that its origin falls on the anchor, repeated over the region.
     rolled = np.roll(tile, ((iy - y) % TILE, (ix - x) % TILE), axis=(0, 1))
     view = frame_bgr[y:y + h, x:x + w]
@@ -355,8 +357,8 @@ def shifted_tiles(key: str | bytes, payload: int) -> np.ndarray:
     """(SUBPIXEL, SUBPIXEL, TILE, TILE): the mark's tile moved by (qy, qx) / SUBPIXEL px (read-only).
 
     All of a payload's sub-pixel shifts at once (4 MB), made on first use and kept (for the last 8
-    keys and payloads): a server makes them when it loads a model (`Watermarker`), so its memory
-    does not grow as its streams' anchors reach new fractions of a pixel.
+    keys and payloads). A server's `Watermarker` makes and keeps its model's when it loads it, so
+    its memory does not grow as its streams' anchors reach new fractions of a pixel.
     """
     return _shift_table(_key_bytes(key), int(payload))
 

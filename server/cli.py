@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             markers = watermark_markers(key)
         # Before the model sessions and the server make their threads (arenas made earlier stay).
         tune_malloc(arena_max=args.malloc_arenas)
-        if not args.huge_pages:
-            no_huge_pages()
+        if not args.huge_pages and not no_huge_pages():
+            logging.getLogger(__name__).warning("could not opt out of transparent huge pages (no glibc prctl, or "
+                                                "refused): RSS may carry huge pages of freed frames")
         config = PipelineConfig(redetect_every=args.redetect_every, detect_max_side=args.detect_side,
                                 blend=args.blend, first_frame_timeout=args.first_frame_timeout,
                                 idle_timeout=args.idle_timeout, decode_pixels=int(args.decode_mpx * 1e6))

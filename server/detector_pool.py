@@ -2,11 +2,11 @@
 
 A cascade takes about 10 ms to load, and its detections size buffers (the integral images of
 every scale) that it keeps and only ever grows: their width follows the widest image it saw at
-full scale and their height the tallest stack of scales, so a 480 px search needs 6 MB for a
-square frame and up to 14 MB once frames of every shape have come by (a 320 px region search:
-0.8 to 3 MB). Made per stream and freed at its end, they churned multi-megabyte blocks through
-malloc; kept per stream, every kept set grew towards the worst shape: under
-`bench/fuzz_server.py` the server's RSS kept growing either way.
+full scale and their height the tallest stack of scales. A set at the defaults (a 320 px
+whole-frame search, a 128 px region search) holds 5.4 MB once it has seen square frames and
+7.3 MB once frames of every shape have come by. Made per stream and freed at its end, sets
+churned multi-megabyte blocks through malloc; kept per stream, every kept set grew towards the
+worst shape: under `bench/fuzz_server.py` the server's RSS kept growing either way.
 
 So the pool keeps a few sets, one per core (a search already runs on every core through
 OpenCV's threads, so more at once would only wait for CPU), sized at warm-up over a grid of
@@ -22,7 +22,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -31,18 +31,24 @@ from swapstream.faces.detect import Box, HaarDetector
 if TYPE_CHECKING:
     from swapstream.server.pipeline import PipelineConfig
 
-# A kept set is sized on frame shapes about this many steps apart per side: within 1% (a 480 px
-# search) and 8% (a 320 px region) of the size an 8 px grid reaches, in about 1 s per set.
+# A kept set is sized on frame shapes about this many steps apart per side: at the defaults it
+# reaches what an 8 px grid of shapes does (7.3 MB), in about 0.5 s per set.
 SIZING_STEPS = 20
+
+
+class Detector(Protocol):
+    """What a tracker calls: a HaarDetector, or a lent one (`DetectorPool.lend`)."""
+
+    def detect(self, image: np.ndarray, roi: Box | None = None) -> list[Box]: ...
 
 
 @dataclass
 class DetectorSet:
     """The detectors one search uses (a cascade is not shared between threads)."""
 
-    full: HaarDetector    # whole-frame search when nothing is tracked
-    roi: HaarDetector     # around the tracked faces
-    rescan: HaarDetector  # the scheduled whole-frame search while tracking: the full one's cascade, coarser steps
+    full: Detector    # whole-frame search when nothing is tracked
+    roi: Detector     # around the tracked faces
+    rescan: Detector  # the scheduled whole-frame search while tracking: the full one's cascade, coarser steps
 
 
 class _Lent:
@@ -85,7 +91,7 @@ class DetectorPool:
                    sets)
 
     def make(self) -> DetectorSet:
-        """A new set, its buffers not yet sized."""
+        """A new set of HaarDetectors, its buffers not yet sized (does not count it: see `_new`)."""
         full = HaarDetector(max_side=self.detect_max_side, min_size_frac=self.min_face_frac)
         # Around a tracked face the face spans about 1/(1 + 2 * roi_grow) of the region: a
         # larger minimum size and coarser scale steps find it at a third of the cost.
@@ -106,14 +112,26 @@ class DetectorPool:
 
     def fill(self) -> int:
         """Make and size every set not made yet; returns how many are kept."""
-        while True:
-            with self._lock:
-                if self.made >= self.sets:
-                    return self.kept
-                self.made += 1
-            s = self.make()
-            self.size(s)
+        while (s := self._new(sized=True)) is not None:
             self._kept.put(s)
+        return self.kept
+
+    def _new(self, sized: bool) -> DetectorSet | None:
+        """A new set if fewer than `sets` were made, else None. A set that fails to load or size is
+        not counted (else a search would wait for ever for a set that never comes)."""
+        with self._lock:
+            if self.made >= self.sets:
+                return None
+            self.made += 1
+        try:
+            s = self.make()
+            if sized:
+                self.size(s)
+            return s
+        except BaseException:
+            with self._lock:
+                self.made -= 1
+            raise
 
     @property
     def kept(self) -> int:
@@ -126,11 +144,7 @@ class DetectorPool:
         try:
             s = self._kept.get_nowait()
         except queue.Empty:
-            with self._lock:
-                new = self.made < self.sets
-                if new:
-                    self.made += 1
-            s = self.make() if new else self._kept.get()
+            s = self._new(sized=False) or self._kept.get()
         try:
             yield s
         finally:

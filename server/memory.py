@@ -77,7 +77,8 @@ def no_huge_pages() -> bool:
     """Opt this process (and the children it starts) out of transparent huge pages; True if done.
 
     prctl(PR_SET_THP_DISABLE) applies to the whole address space, mappings made before included;
-    the kernel then ignores numpy's madvise. Off Linux, or on a kernel before 3.15, nothing happens.
+    the kernel then ignores numpy's madvise. Off glibc (musl included), on a kernel before 3.15,
+    or where a sandbox refuses the call, nothing happens and it returns False.
     """
     libc = _libc()
     if libc is None or not hasattr(libc, "prctl"):

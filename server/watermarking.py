@@ -44,13 +44,14 @@ class Watermarker:
         self.payload = int(payload)
         self.key = key
         self.strength = float(strength)
-        wm.shifted_tiles(key, self.payload)  # made now: the mark's memory is there before the first stream
+        # Made now and kept: the mark's memory is there before the first stream, whatever the number of models.
+        self.tiles = wm.shifted_tiles(key, self.payload)
 
     def __call__(self, frame: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         """A single image: every face box marked at the frame's own anchor, in place (the
         pipeline hands the marker its own frame, blended and not yet encoded)."""
         for box in boxes:
-            wm.embed_inplace(frame, box, self.payload, self.key, self.strength)
+            wm.embed_inplace(frame, box, self.payload, self.key, self.strength, tiles=self.tiles)
         return frame
 
     def for_stream(self) -> Callable[[np.ndarray, Sequence[Box]], np.ndarray]:
@@ -63,7 +64,8 @@ class Watermarker:
                 trackers[:] = [wm.AnchorTracker() for _ in boxes]
             for box, tracker in zip(boxes, trackers):
                 anchor = tracker.update(frame, box)
-                wm.embed_inplace(frame, box, self.payload, self.key, self.strength, anchor=anchor)
+                wm.embed_inplace(frame, box, self.payload, self.key, self.strength, anchor=anchor,
+                                 tiles=self.tiles)
             return frame
 
         return mark
