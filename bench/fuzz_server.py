@@ -154,7 +154,7 @@ def fuzz(server: ServerProcess, args) -> dict:
     frame_codes: collections.Counter = collections.Counter()
     problems: list[str] = []
     slow: list[float] = []
-    slowest: list[tuple] = []  # the slowest calls: (seconds, call number, case, outcome)
+    slowest: list[tuple] = []  # the slowest calls: (seconds, case, outcome)
     calls = frames = 0
     start = time.monotonic()
     chunk = 500
@@ -170,8 +170,8 @@ def fuzz(server: ServerProcess, args) -> dict:
 
             outcomes = list(pool.map(run, cases))
             # Only the slowest are described (a header parse per frame): keep them as (seconds, case, outcome).
-            slowest = sorted(slowest + [(out.seconds, k + i, case, out) for i, (case, out) in
-                                        enumerate(zip(cases, outcomes))], key=lambda d: -d[0])[:args.keep_slowest]
+            slowest = sorted(slowest + [(out.seconds, case, out) for case, out in zip(cases, outcomes)],
+                             key=lambda d: -d[0])[:args.keep_slowest]
             if k // chunk % 4 == 0:  # now and then a stream that never sends anything
                 outcomes += list(pool.map(lambda _: silent_stream(stub, args.timeout), range(2)))
             for out in outcomes:
@@ -207,7 +207,7 @@ def fuzz(server: ServerProcess, args) -> dict:
             "server_alive": alive, "status_codes": dict(codes), "per_frame_error_codes": dict(frame_codes),
             "problems": len(problems), "problem_examples": sorted(set(problems))[:10],
             f"calls_over_{args.hang_s:g}s": len(slow), "slowest_s": sorted(slow)[-5:],
-            "slowest_calls": [describe_call(case, out) for _, _, case, out in slowest],
+            "slowest_calls": [describe_call(case, out) for _, case, out in slowest],
             "first_call_s": round(first.seconds, 3), "first_call_server_ms": first.server_ms,
             "server_start_s": server.start_s, "resources_at_serving": before,
             "resources_after_first_call": after_first_call, "resources_after_first_chunk": after_first_chunk,

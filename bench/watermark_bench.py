@@ -33,8 +33,7 @@ from swapstream.clients.verify import MAX_BIT_DIFF, model_for
 from swapstream.faces import watermark as wm
 from swapstream.faces.files import write_text
 from swapstream.server.detector_pool import DetectorPool
-from swapstream.server.pipeline import PipelineConfig
-from swapstream.server.tracking import FaceTracker
+from swapstream.server.pipeline import PipelineConfig, StreamSettings, stream_tracker
 
 PAYLOAD = wm.model_id("bench-model", "0" * 64)
 # What `verify --models` would know: the model and 99 others.
@@ -90,9 +89,7 @@ def face_boxes(frames: list[np.ndarray]) -> list[tuple[int, int, int, int] | Non
     """The tracked, smoothed Haar box of the largest face per frame, as a stream's tracker in `serve`
     gives it (its defaults: the whole-frame, region and rescan detectors, a rescan every 10 frames)."""
     config = PipelineConfig()
-    d = DetectorPool.for_config(config, sets=1).lend()
-    tracker = FaceTracker(d.full, d.roi, redetect_every=config.redetect_every, smoothing=config.smoothing,
-                          rescan_detector=d.rescan)
+    tracker = stream_tracker(config, StreamSettings.resolve(config, None), DetectorPool(config, sets=1).lend())
     out = []
     for f in frames:
         boxes = tracker.update(f)

@@ -75,36 +75,31 @@ def default_sets(max_streams: int) -> int:
 class DetectorPool:
     """`sets` DetectorSets, each lent to one search at a time; `fill()` makes and sizes them up front."""
 
-    def __init__(self, detect_max_side: int, min_face_frac: float, rescan_scale_factor: float, roi_max_side: int,
-                 sets: int) -> None:
-        self.detect_max_side, self.roi_max_side = detect_max_side, roi_max_side
-        self.min_face_frac, self.rescan_scale_factor = min_face_frac, rescan_scale_factor
+    def __init__(self, config: PipelineConfig, sets: int) -> None:
+        self.config = config  # its detector settings (detect_max_side, min_face_frac, ...)
         self.sets = max(1, int(sets))
         self._kept: queue.Queue[DetectorSet] = queue.Queue()
         self._lock = threading.Lock()
         self.made = 0  # sets made so far (never more than `sets`)
-
-    @classmethod
-    def for_config(cls, config: PipelineConfig, sets: int) -> DetectorPool:
-        """A pool whose detectors follow a pipeline's settings."""
-        return cls(config.detect_max_side, config.min_face_frac, config.rescan_scale_factor, config.roi_max_side,
-                   sets)
+        # Stateless: every stream and image is lent the same one.
+        self._lent = DetectorSet(_Lent(self, "full"), _Lent(self, "roi"), _Lent(self, "rescan"))
 
     def make(self) -> DetectorSet:
         """A new set of HaarDetectors, its buffers not yet sized (does not count it: see `_new`)."""
-        full = HaarDetector(max_side=self.detect_max_side, min_size_frac=self.min_face_frac)
+        c = self.config
+        full = HaarDetector(max_side=c.detect_max_side, min_size_frac=c.min_face_frac)
         # Around a tracked face the face spans about 1/(1 + 2 * roi_grow) of the region: a
         # larger minimum size and coarser scale steps find it at a third of the cost.
-        roi = HaarDetector(scale_factor=1.2, min_neighbors=4, max_side=self.roi_max_side, min_size_frac=0.3)
+        roi = HaarDetector(scale_factor=1.2, min_neighbors=4, max_side=c.roi_max_side, min_size_frac=0.3)
         # The scheduled search only has to notice faces coming and going: coarser steps halve its cost.
-        rescan = HaarDetector(scale_factor=self.rescan_scale_factor, max_side=self.detect_max_side,
-                              min_size_frac=self.min_face_frac, share=full)
+        rescan = HaarDetector(scale_factor=c.rescan_scale_factor, max_side=c.detect_max_side,
+                              min_size_frac=c.min_face_frac, share=full)
         return DetectorSet(full, roi, rescan)
 
     def size(self, s: DetectorSet) -> None:
         """Grow the set's buffers to what any frame can need: blank images of every shape on a grid
         of about SIZING_STEPS sides up to each detector's max side (the rescan shares the full search's)."""
-        for detector, side in ((s.full, self.detect_max_side), (s.roi, self.roi_max_side)):
+        for detector, side in ((s.full, self.config.detect_max_side), (s.roi, self.config.roi_max_side)):
             sides = sorted({*range(24, side, max(8, side // SIZING_STEPS)), side})
             for h in sides:
                 for w in sides:
@@ -151,5 +146,5 @@ class DetectorPool:
             self._kept.put(s)
 
     def lend(self) -> DetectorSet:
-        """Detectors for one stream or image: each search borrows a kept set (cheap; nothing to give back)."""
-        return DetectorSet(_Lent(self, "full"), _Lent(self, "roi"), _Lent(self, "rescan"))
+        """Detectors for a stream or an image: each search borrows a kept set (nothing to give back)."""
+        return self._lent

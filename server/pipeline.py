@@ -315,15 +315,12 @@ class SwapPipeline:
         # a thread per stream is a slow leak in a long-running server.
         self.preparers = preparers
         # Haar cascades shared by its streams and images (server-wide when the servicer passes its pool).
-        self.detectors = detectors or DetectorPool.for_config(config, sets=2)
+        self.detectors = detectors or DetectorPool(config, sets=2)
 
-    def new_tracker(self, settings: StreamSettings, detectors: DetectorSet | None = None) -> FaceTracker:
-        """A tracker on `detectors` (default: lent by the pool, each search on a kept set)."""
-        d = detectors or self.detectors.lend()
-        return FaceTracker(d.full, d.roi, redetect_every=settings.redetect_every,
-                           smoothing=self.config.smoothing, max_faces=settings.max_faces,
-                           landmark_filter=self._landmark_filter() if self.aligned else None,
-                           rescan_detector=d.rescan)
+    def new_tracker(self, settings: StreamSettings) -> FaceTracker:
+        """A stream's tracker on the pool's cascades (each search on a kept set)."""
+        return stream_tracker(self.config, settings, self.detectors.lend(),
+                              self._landmark_filter() if self.aligned else None)
 
     def _landmark_filter(self):
         return functools.partial(OneEuroPoints, min_cutoff=self.config.landmark_min_cutoff,
@@ -708,6 +705,15 @@ class FrameReader:
         if self._pending is self.END:
             return None
         return self._pending[0]
+
+
+def stream_tracker(config: PipelineConfig, settings: StreamSettings, detectors: DetectorSet,
+                   landmark_filter=None) -> FaceTracker:
+    """The tracker a stream of `settings` uses: the whole-frame, region and rescan detectors of
+    `detectors`, the config's smoothing; `landmark_filter` for aligned models (None: no smoothing)."""
+    return FaceTracker(detectors.full, detectors.roi, redetect_every=settings.redetect_every,
+                       smoothing=config.smoothing, max_faces=settings.max_faces, landmark_filter=landmark_filter,
+                       rescan_detector=detectors.rescan)
 
 
 def _log_failure(future: Future) -> None:

@@ -132,7 +132,7 @@ class FaceSwapServicer(swap_pb2_grpc.FaceSwapServicer):
         self.config = config
         budget = PixelBudget(config.decode_pixels)  # one for the whole server
         # Cascades for one search per core, lent to every stream and image of every model's pipeline.
-        self.detectors = DetectorPool.for_config(config, sets=default_sets(max_streams))
+        self.detectors = DetectorPool(config, sets=default_sets(max_streams))
         # The streams' preparer threads, kept for the server's life. A stream's slot is free when
         # its call ends, but its preparer may still be finishing a frame (waiting for the decode
         # budget or the inference queue): twice the slots, so a new stream never waits for one.

@@ -19,7 +19,7 @@ from tests.server_fixtures import face_frames, write_negative_model
 
 
 def _pool(sets: int) -> DetectorPool:
-    return DetectorPool.for_config(PipelineConfig(), sets=sets)
+    return DetectorPool(PipelineConfig(), sets=sets)
 
 
 def test_the_pool_makes_at_most_sets_and_lends_them_per_search():
@@ -91,7 +91,7 @@ def live_mb():
 
 
 config = PipelineConfig()
-pool = DetectorPool.for_config(config, sets=1)
+pool = DetectorPool(config, sets=1)
 sized = sys.argv[1] == "sized"
 if sized:
     pool.fill()
